@@ -1,0 +1,79 @@
+"""Azure OpenAI boundary: a small hand-written client for the data plane and the deployments control plane.
+
+Modules: :mod:`.client` (files, jobs, models, inference), :mod:`.deployments` (ARM deployments),
+:mod:`.errors` (the one error hierarchy), :mod:`.retry` (retries as an httpx transport, and the rule for
+creates), :mod:`.models` (wire models), :mod:`.auth`, :mod:`.redact`. Usage: docs/client.md.
+"""
+
+from .auth import COGNITIVE_SERVICES_SCOPE, MANAGEMENT_SCOPE, StaticTokenCredential
+from .client import AzureOpenAIClient
+from .deployments import DeploymentPoller, DeploymentsClient
+from .errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    AzureOpenAIError,
+    BadRequestError,
+    ConflictError,
+    DeploymentLimitError,
+    InsufficientQuotaError,
+    InternalServerError,
+    NotFoundError,
+    OperationFailedError,
+    OperationTimeoutError,
+    PermissionDeniedError,
+    RateLimitError,
+    error_from_response,
+)
+from .models import (
+    AsyncOperation,
+    ChatCompletion,
+    Checkpoint,
+    Completion,
+    Deployment,
+    FileObject,
+    FineTuningJob,
+    JobEvent,
+    JobState,
+    Model,
+)
+from .retry import RetryTransport
+
+__all__ = [
+    "COGNITIVE_SERVICES_SCOPE",
+    "MANAGEMENT_SCOPE",
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncOperation",
+    "AuthenticationError",
+    "AzureOpenAIClient",
+    "AzureOpenAIError",
+    "BadRequestError",
+    "ChatCompletion",
+    "Checkpoint",
+    "Completion",
+    "ConflictError",
+    "Deployment",
+    "DeploymentLimitError",
+    "DeploymentPoller",
+    "DeploymentsClient",
+    "FileObject",
+    "FineTuningJob",
+    "InsufficientQuotaError",
+    "InternalServerError",
+    "JobEvent",
+    "JobState",
+    "Model",
+    "NotFoundError",
+    "OperationFailedError",
+    "OperationTimeoutError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RetryTransport",
+    "StaticTokenCredential",
+    "error_from_response",
+]

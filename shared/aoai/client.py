@@ -1,0 +1,310 @@
+"""A small hand-written client for the Azure OpenAI data plane (files, fine-tuning jobs, models, inference).
+
+    with AzureOpenAIClient("https://my-resource.openai.azure.com", api_key=key) as aoai:
+        f = aoai.files.import_from_url("train.jsonl", sas_url)
+        job = aoai.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=f.id, training_type="Standard")
+        for event in aoai.jobs.events(job.id, newer_than=last_seen_event_id):
+            ...
+
+Every call raises :mod:`shared.aoai.errors`; retries happen in :class:`shared.aoai.retry.RetryTransport`.
+Creates (``files.upload``, ``files.import_from_url``, ``jobs.create``) are marked non-idempotent: when their
+outcome is unknown the error has ``ambiguous=True`` and the caller reconciles by listing (see docs/client.md).
+The deployments control plane lives in :mod:`shared.aoai.deployments` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import httpx
+from azure.core.credentials import TokenCredential
+from pydantic import SecretStr
+
+from ._base import BaseClient, seg
+from .auth import COGNITIVE_SERVICES_SCOPE, ApiKeyAuth, BearerTokenAuth
+from .deployments import DeploymentPoller, DeploymentsClient
+from .errors import error_from_exception
+from .models import ChatCompletion, Checkpoint, Completion, DeletedFile, FileObject, FineTuningJob, JobEvent, Model
+
+__all__ = ["AzureOpenAIClient", "DeploymentPoller", "DeploymentsClient", "Files", "Jobs", "Models"]
+
+DEFAULT_API_VERSION = "2024-10-21"
+_SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+class Files:
+    """``/openai/files``: training and validation data, and results files."""
+
+    def __init__(self, client: AzureOpenAIClient) -> None:
+        self._c = client
+
+    def import_from_url(self, filename: str, content_url: str, purpose: str = "fine-tune") -> FileObject:
+        """``POST /files/import``: the service fetches ``content_url`` (a SAS URL) itself. Answers ``pending``.
+
+        Non-idempotent: an ambiguous failure must be reconciled with :meth:`find_by_filename`.
+        """
+        body = {"purpose": purpose, "filename": filename, "content_url": content_url}
+        response = self._c._send("POST", "files/import", params=self._c._version, json=body, idempotent=False)
+        return self._c._parse(FileObject, response)
+
+    def upload(self, filename: str, data: bytes | IO[bytes], purpose: str = "fine-tune") -> FileObject:
+        """``POST /files`` multipart. Non-idempotent (see :meth:`import_from_url`)."""
+        response = self._c._send(
+            "POST",
+            "files",
+            params=self._c._version,
+            data={"purpose": purpose},
+            files={"file": (filename, data, "application/octet-stream")},
+            idempotent=False,
+        )
+        return self._c._parse(FileObject, response)
+
+    def get(self, file_id: str) -> FileObject:
+        return self._c._parse(FileObject, self._c._send("GET", f"files/{seg(file_id)}", params=self._c._version))
+
+    def list(self, purpose: str | None = None) -> Iterator[FileObject]:
+        """Every file (of ``purpose`` when given), following ``has_more`` where the api-version paginates."""
+        return self._c._paginate("files", FileObject, {**self._c._version, "purpose": purpose})
+
+    def find_by_filename(self, filename: str, purpose: str | None = "fine-tune") -> builtins.list[FileObject]:
+        """Files named ``filename``, newest first: how a caller reconciles an ambiguous upload/import."""
+        found = [f for f in self.list(purpose=purpose) if f.filename == filename]
+        return sorted(found, key=lambda f: f.created_at or 0, reverse=True)
+
+    def delete(self, file_id: str) -> DeletedFile:
+        response = self._c._send("DELETE", f"files/{seg(file_id)}", params=self._c._version)
+        if response.status_code == 204 or not response.content:
+            return DeletedFile(id=file_id)
+        return self._c._parse(DeletedFile, response)
+
+    def content(self, file_id: str) -> bytes:
+        """The whole content (use :meth:`stream_content` for large files)."""
+        return self._c._send("GET", f"files/{seg(file_id)}/content", params=self._c._version).content
+
+    def stream_content(self, file_id: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        """Yield the content in chunks without holding it in memory.
+
+        The request is sent on the first ``next()``; wrap in ``contextlib.closing`` to stop early.
+        """
+        response = self._c._send("GET", f"files/{seg(file_id)}/content", params=self._c._version, stream=True)
+        try:
+            yield from response.iter_bytes(chunk_size)
+        except httpx.RequestError as exc:
+            raise error_from_exception(exc, response.request) from exc
+        finally:
+            response.close()
+
+
+class Jobs:
+    """``/openai/fine_tuning/jobs``."""
+
+    def __init__(self, client: AzureOpenAIClient) -> None:
+        self._c = client
+
+    def create(
+        self,
+        *,
+        model: str,
+        training_file: str,
+        validation_file: str | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        method: Mapping[str, Any] | None = None,
+        training_type: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> FineTuningJob:
+        """``POST /fine_tuning/jobs``. ``training_type`` is sent as Azure's top-level ``trainingType``
+        (``Standard``, ``GlobalStandard``, ``Developer``); ``extra`` is merged into the body last.
+
+        Non-idempotent: on ``ambiguous=True`` reconcile with :meth:`find_matching` before creating again.
+        """
+        if suffix is not None and not _SUFFIX_RE.match(suffix):
+            raise ValueError(f"suffix must be 1-40 characters of a-z A-Z 0-9 - _, got {suffix!r}")
+        if seed is not None and not _INT32[0] <= seed <= _INT32[1]:
+            raise ValueError(f"seed must be an int32, got {seed}")
+        body: dict[str, Any] = {"model": model, "training_file": training_file}
+        optional: dict[str, Any] = {
+            "validation_file": validation_file,
+            "hyperparameters": dict(hyperparameters) if hyperparameters is not None else None,
+            "suffix": suffix,
+            "seed": seed,
+            "method": dict(method) if method is not None else None,
+            "trainingType": training_type,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        body.update(extra or {})
+        response = self._c._send("POST", "fine_tuning/jobs", params=self._c._version, json=body, idempotent=False)
+        return self._c._parse(FineTuningJob, response)
+
+    def get(self, job_id: str) -> FineTuningJob:
+        response = self._c._send("GET", f"fine_tuning/jobs/{seg(job_id)}", params=self._c._version)
+        return self._c._parse(FineTuningJob, response)
+
+    def list(self, limit: int | None = None) -> Iterator[FineTuningJob]:
+        """Every job, newest first, asking ``limit`` per page (service default 20)."""
+        return self._c._paginate("fine_tuning/jobs", FineTuningJob, {**self._c._version, "limit": limit})
+
+    def find_matching(
+        self, *, model: str, training_file: str, suffix: str | None = None, validation_file: str | None = None
+    ) -> builtins.list[FineTuningJob]:
+        """Jobs with the same model, files and suffix (newest first): how a caller reconciles an ambiguous create.
+
+        A fine-tuned model name starts with the base model; the job's ``model`` may be either.
+        """
+        return [
+            job
+            for job in self.list(limit=100)
+            if job.training_file == training_file
+            and (validation_file is None or job.validation_file == validation_file)
+            and job.suffix == suffix
+            and job.model is not None
+            and (job.model == model or model.startswith(job.model) or job.model.startswith(model))
+        ]
+
+    def cancel(self, job_id: str) -> FineTuningJob:
+        """``POST .../cancel``: cancelling twice is harmless, so this is retried like a read."""
+        response = self._c._send(
+            "POST", f"fine_tuning/jobs/{seg(job_id)}/cancel", params=self._c._version, idempotent=True
+        )
+        return self._c._parse(FineTuningJob, response)
+
+    def pause(self, job_id: str) -> FineTuningJob:
+        """Preview api-versions only."""
+        response = self._c._send(
+            "POST", f"fine_tuning/jobs/{seg(job_id)}/pause", params=self._c._version, idempotent=True
+        )
+        return self._c._parse(FineTuningJob, response)
+
+    def resume(self, job_id: str) -> FineTuningJob:
+        """Preview api-versions only."""
+        response = self._c._send(
+            "POST", f"fine_tuning/jobs/{seg(job_id)}/resume", params=self._c._version, idempotent=True
+        )
+        return self._c._parse(FineTuningJob, response)
+
+    def delete(self, job_id: str) -> None:
+        self._c._send("DELETE", f"fine_tuning/jobs/{seg(job_id)}", params=self._c._version)
+
+    def events(self, job_id: str, *, limit: int | None = None, newer_than: str | None = None) -> Iterator[JobEvent]:
+        """Events newest first, across all pages.
+
+        With ``newer_than=<event id>`` iteration stops at that event (not yielded) without fetching further
+        pages: a poller passes the newest id it has seen and gets only what is new. If that event is not
+        found (e.g. it was never listed), every event is yielded.
+        """
+        pages = self._c._paginate(
+            f"fine_tuning/jobs/{seg(job_id)}/events", JobEvent, {**self._c._version, "limit": limit}
+        )
+        for event in pages:
+            if newer_than is not None and event.id == newer_than:
+                return
+            yield event
+
+    def checkpoints(self, job_id: str, *, limit: int | None = None) -> Iterator[Checkpoint]:
+        return self._c._paginate(
+            f"fine_tuning/jobs/{seg(job_id)}/checkpoints", Checkpoint, {**self._c._version, "limit": limit}
+        )
+
+
+class Models:
+    """``/openai/models``: base models (check ``capabilities.fine_tune`` before creating a job) and fine-tunes."""
+
+    def __init__(self, client: AzureOpenAIClient) -> None:
+        self._c = client
+
+    def list(self) -> Iterator[Model]:
+        return self._c._paginate("models", Model, self._c._version)
+
+    def get(self, model_id: str) -> Model:
+        return self._c._parse(Model, self._c._send("GET", f"models/{seg(model_id)}", params=self._c._version))
+
+
+class AzureOpenAIClient(BaseClient):
+    """The data plane of one Azure OpenAI resource.
+
+    Auth: exactly one of ``api_key`` (sent as ``api-key``) or ``credential`` (an azure-identity
+    ``TokenCredential``; tokens for ``https://cognitiveservices.azure.com/.default``, cached until near expiry).
+    ``endpoint`` is the resource URL (``https://NAME.openai.azure.com``; a trailing ``/openai`` is accepted).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        api_version: str = DEFAULT_API_VERSION,
+        api_key: SecretStr | str | None = None,
+        credential: TokenCredential | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        if (api_key is None) == (credential is None):
+            raise ValueError("give exactly one of api_key or credential")
+        auth: httpx.Auth
+        secrets: tuple[str, ...] = ()
+        if api_key is not None:
+            key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+            auth = ApiKeyAuth(key)
+            secrets = (key.get_secret_value(),)
+        else:
+            assert credential is not None
+            auth = BearerTokenAuth(credential, COGNITIVE_SERVICES_SCOPE)
+        self.auth = auth
+        root = endpoint.rstrip("/")
+        if not root.endswith("/openai"):
+            root += "/openai"
+        super().__init__(
+            root + "/", auth=auth, transport=transport, timeout=timeout, max_retries=max_retries, secrets=secrets
+        )
+        self.api_version = api_version
+        self._version = {"api-version": api_version}
+        self.files = Files(self)
+        self.jobs = Jobs(self)
+        self.models = Models(self)
+
+    def chat_completions(
+        self,
+        deployment: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ChatCompletion:
+        """``POST /deployments/{deployment}/chat/completions``. Retried like a read: it changes no state."""
+        body: dict[str, Any] = {"messages": [dict(m) for m in messages]}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        body.update(extra or {})
+        response = self._send(
+            "POST", f"deployments/{seg(deployment)}/chat/completions", params=self._version, json=body, idempotent=True
+        )
+        return self._parse(ChatCompletion, response)
+
+    def completions(
+        self,
+        deployment: str,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """``POST /deployments/{deployment}/completions`` (babbage-002 / davinci-002 fine-tunes)."""
+        body: dict[str, Any] = {"prompt": prompt}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        body.update(extra or {})
+        response = self._send(
+            "POST", f"deployments/{seg(deployment)}/completions", params=self._version, json=body, idempotent=True
+        )
+        return self._parse(Completion, response)
