@@ -19,8 +19,7 @@ from shared.metrics import ResultsTable
 WIDTH_PX = 1200
 HEIGHT_PX = 600
 _DPI = 100
-_SMOOTH_FROM = 20  # draw an EMA of the per-step training curve once it has this many points
-_SMOOTH_ALPHA = 0.1
+_SMOOTH_FROM = 20  # draw a smoothed per-step training curve once it has this many points
 
 _TRAIN = "tab:blue"
 _VALID = "tab:orange"
@@ -71,7 +70,7 @@ def _render(
         smooth = len(train) >= _SMOOTH_FROM
         _line(ax, train, color=_TRAIN, label=f"{what} (per step)" if smooth else what, alpha=0.35 if smooth else 1)
         if smooth:
-            ax.plot(*_unzip(_ema(train)), color=_TRAIN, linewidth=2, label=f"{what} (smoothed)")
+            ax.plot(*_unzip(_smooth(train)), color=_TRAIN, linewidth=2, label=f"{what} (smoothed)")
     if valid:
         ax.plot(*_unzip(valid), color=_VALID, linewidth=1.8, marker="o", markersize=3.5, label="validation")
     if full:
@@ -102,7 +101,7 @@ def _render(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     if accuracy:
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     if train or valid or full:
         if not accuracy:
             ax.set_ylim(bottom=0)
@@ -116,17 +115,18 @@ def _render(
 
 
 def _line(ax: Axes, series: Series, *, color: str, label: str, alpha: float) -> None:
-    ax.plot(*_unzip(series), color=color, linewidth=1.0, alpha=alpha, label=label)
+    width = 1.0 if alpha < 1 else 1.8  # faint and thin under a smoothed curve, plain otherwise
+    ax.plot(*_unzip(series), color=color, linewidth=width, alpha=alpha, label=label)
 
 
 def _unzip(series: Series) -> tuple[list[int], list[float]]:
     return [s for s, _ in series], [v for _, v in series]
 
 
-def _ema(series: Series) -> list[tuple[int, float]]:
-    out: list[tuple[int, float]] = []
-    value = series[0][1]
-    for step, raw in series:
-        value = _SMOOTH_ALPHA * raw + (1 - _SMOOTH_ALPHA) * value
-        out.append((step, value))
-    return out
+def _smooth(series: Series) -> list[tuple[int, float]]:
+    """Centred moving average over about 1/15 of the points, drawn only where the whole window fits: an EMA
+    lags a falling loss (draws it too high), and a window shrunk at the ends just repeats the noise there."""
+    values = [v for _, v in series]
+    half = max(1, len(values) // 30)
+    width = 2 * half + 1
+    return [(series[i][0], sum(values[i - half : i + half + 1]) / width) for i in range(half, len(values) - half)]
