@@ -98,7 +98,7 @@ def _limit(check: str, metric: str, value: float | None, limit: float, *, upper:
     bound = "limit" if upper else "minimum"
     if value is None:
         why = _ABSENT_WHY.get(metric, "not in the results file")
-        message = f"{metric} is absent ({why}), so the {bound} {limit:g} cannot be checked"
+        message = f"{metric} is absent ({why}), so the {bound} {_format_number(limit)} cannot be checked"
         return GateCheck(check=check, metric=metric, value=None, limit=limit, passed=False, message=message)
     shown, shown_limit = _format_pair(value, limit)
     if upper:
@@ -136,3 +136,11 @@ def _format_pair(value: float, limit: float) -> tuple[str, str]:
     while decimals < 6 and value != limit and f"{value:.{decimals}f}" == f"{limit:.{decimals}f}":
         decimals += 1
     return f"{value:.{decimals}f}", f"{limit:.{decimals}f}"
+
+
+def _format_number(number: float) -> str:
+    """At least 2 decimals, more (up to 6) when the number has them: 1.00, 0.50, 0.505."""
+    decimals = 2
+    while decimals < 6 and round(number, decimals) != number:
+        decimals += 1
+    return f"{number:.{decimals}f}"
