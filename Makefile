@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine (python3.11, node/npm, make):
+#   make test   set up .venv + node_modules, lint, run the whole suite against a real Azurite
+#   make demo   set up, start Azurite + the Azure OpenAI emulator + the development host, run the main job
+# Also: make dev (the stack stays up), make bench, make lint, make clean.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_TIKTOKEN := $(abspath ../shared/tiktoken)
+ifneq ($(wildcard $(SHARED_TIKTOKEN)/.),)
+export TIKTOKEN_CACHE_DIR ?= $(SHARED_TIKTOKEN)
+endif
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test lint typecheck demo dev bench clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m demo
+
+dev: setup
+	$(PY) -m devhost.stack
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench-output .stack

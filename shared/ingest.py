@@ -1,0 +1,376 @@
+"""Blob trigger: each new blob version in the drop container becomes a run.
+
+received -> validating -> importing, or -> rejected with the validator's line-numbered report.
+
+The dropped blob is only ever read (with an ETag condition, so a blob overwritten mid-read is noticed).
+Outputs go to the runs container (report, record) and the staging container (split files): never under the
+watched path. A blob named `*.validation.jsonl` is a validation companion, not a run: `data.jsonl` pairs
+with `data.validation.jsonl` when it exists, or with the blob named by metadata `validation_blob`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import IO
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, ContentSettings
+
+from shared.aoai import AzureOpenAIError, FileObject
+from shared.claims import ClaimOutcome, claim
+from shared.runs import (
+    Claim,
+    RunFiles,
+    RunRecord,
+    RunSource,
+    RunSpec,
+    RunState,
+    ValidationSummary,
+    derive_run_id,
+)
+from shared.sas import blob_read_url
+from shared.services import Services
+from shared.spec import SpecError, build_spec, parse_profile, profile_blob_name
+from shared.validation import ValidationOptions, ValidationReport, split_examples, validate
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SUFFIX = ".validation.jsonl"
+COMPLETION_MODELS = ("babbage-002", "davinci-002")
+_SPOOL_BYTES = 8 * 1024 * 1024
+
+
+def is_validation_companion(blob_name: str) -> bool:
+    return blob_name.lower().endswith(VALIDATION_SUFFIX)
+
+
+def companion_name(blob_name: str) -> str:
+    stem = blob_name[: -len(".jsonl")] if blob_name.lower().endswith(".jsonl") else blob_name
+    return stem + VALIDATION_SUFFIX
+
+
+def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
+    """The blob trigger's work. Safe to run any number of times for the same blob version, concurrently."""
+    name, container = blob.blob_name, blob.container_name
+    if is_validation_companion(name):
+        log.info("%s/%s is a validation companion file, not a run", container, name)
+        return None
+    try:
+        props = blob.get_blob_properties()
+    except ResourceNotFoundError:
+        log.warning("%s/%s disappeared before it could be read; nothing to do", container, name)
+        return None
+    version = props.version_id or str(props.etag)
+    run_id = derive_run_id(container, name, version)
+    source = RunSource(
+        container=container, blob_name=name, etag=str(props.etag), version_id=props.version_id, size=props.size
+    )
+    store = services.store
+    record, _, created = store.create(RunRecord.new(run_id, source))
+    log.info("run %s: %s for %s/%s", run_id, "created" if created else "seen again", container, name)
+    if record.state == RunState.IMPORTING:
+        ensure_imports(services, run_id)
+        return store.get(run_id)
+    if record.state not in (RunState.RECEIVED, RunState.VALIDATING):
+        return record
+
+    metadata = dict(props.metadata or {})
+    try:
+        spec = resolve_spec(services, name, metadata)
+    except SpecError as exc:
+        return finish(services, run_id, "invalid_spec", str(exc), RunState.REJECTED)
+    model_problem = check_model(services, spec.model)
+    if model_problem is not None:
+        return finish(services, run_id, "model_not_fine_tunable", model_problem, RunState.REJECTED)
+
+    validation_blob = _find_validation_blob(services, container, name, metadata)
+    if isinstance(validation_blob, str) and validation_blob.startswith("!"):
+        return finish(services, run_id, "validation_file_missing", validation_blob[1:], RunState.REJECTED)
+
+    def start_validating(r: RunRecord) -> bool:
+        if r.state not in (RunState.RECEIVED, RunState.VALIDATING):
+            return False
+        r.spec = spec
+        r.source.validation_blob = validation_blob
+        r.transition(RunState.VALIDATING, f"model {spec.model}")
+        return True
+
+    record, _ = store.update(run_id, start_validating)
+    if record.state != RunState.VALIDATING:
+        return record
+
+    try:
+        report, sha256 = _validate(services, blob, str(props.etag), container, validation_blob, spec)
+    except ResourceModifiedError:
+        return finish(
+            services,
+            run_id,
+            "blob_changed",
+            "the blob was overwritten while it was being read; the new version is a run of its own",
+            RunState.FAILED,
+        )
+    store.put_artifact(run_id, "validation.json", report.model_dump_json(indent=2), "application/json")
+    summary = _summary(report)
+    problem = _format_problem(report, spec) if report.valid else None
+    if not report.valid or problem:
+        message = problem or _rejection_message(report)
+
+        def reject(r: RunRecord) -> bool:
+            if r.state != RunState.VALIDATING:
+                return False
+            r.validation = summary
+            r.source.sha256 = sha256
+            r.fail("validation_failed", message, state=RunState.REJECTED)
+            return True
+
+        return store.update(run_id, reject)[0]
+
+    if report.format == "preference" and spec.method != "dpo":
+        spec = spec.model_copy(update={"method": "dpo"})
+
+    files = RunFiles(
+        training_blob=f"{container}/{name}",
+        validation_blob=f"{container}/{validation_blob}" if validation_blob else None,
+        training_filename=f"{run_id}-training.jsonl",
+    )
+    if validation_blob is None and spec.validation_split > 0:
+        staged = _stage_split(services, blob, str(props.etag), run_id, spec.validation_split)
+        if staged is not None:
+            files.training_blob, files.validation_blob = staged
+    if files.validation_blob:
+        files.validation_filename = f"{run_id}-validation.jsonl"
+
+    def start_importing(r: RunRecord) -> bool:
+        if r.state != RunState.VALIDATING:
+            return False
+        r.spec = spec
+        r.validation = summary
+        r.source.sha256 = sha256
+        r.files = files
+        for warning in report.warnings[:5]:
+            r.warn(f"line {warning.line}: {warning.message}" if warning.line else warning.message)
+        r.transition(RunState.IMPORTING, f"{report.examples} examples, format {report.format}")
+        return True
+
+    record, _ = store.update(run_id, start_importing)
+    if record.state == RunState.IMPORTING:
+        ensure_imports(services, run_id)
+        record = store.get(run_id)
+    return record
+
+
+def finish(services: Services, run_id: str, code: str, message: str, state: RunState) -> RunRecord:
+    """End a run that has not reached a job (rejected or failed), once."""
+
+    def mutate(r: RunRecord) -> bool:
+        if r.terminal:
+            return False
+        r.fail(code, message, state=state)
+        return True
+
+    return services.store.update(run_id, mutate)[0]
+
+
+# --- spec -----------------------------------------------------------------------------------------------------
+def resolve_spec(services: Services, blob_name: str, metadata: dict[str, str]) -> RunSpec:
+    explicit = metadata.get("profile")
+    name = explicit or (blob_name.split("/", 1)[0] if "/" in blob_name else None)
+    profile = None
+    if name:
+        data = services.store.get_artifact_at(profile_blob_name(name))
+        if data is not None:
+            profile = parse_profile(name, data)
+        elif explicit:
+            raise SpecError(
+                f"profile {name!r} was asked for (blob metadata 'profile') but "
+                f"{services.settings.runs_container}/{profile_blob_name(name)} does not exist"
+            )
+    return build_spec(services.settings, metadata=metadata, profile_name=name if profile else None, profile=profile)
+
+
+def check_model(services: Services, model: str) -> str | None:
+    """None when `model` can be fine-tuned here; otherwise which of the usual three causes it is."""
+    models = services.aoai.models.list()
+    tunable = sorted(m.id for m in models if m.capabilities.fine_tune)
+    found = next((m for m in models if m.id == model), None)
+    if found is None:
+        if ".ft-" in model:
+            return (
+                f"fine-tuned model {model!r} is not in this resource: continuous fine-tuning starts from a model "
+                "trained in the same resource (check the id, or the resource the app points at)"
+            )
+        return (
+            f"model {model!r} is not offered by this resource (wrong model id or version, or not available in "
+            f"this region). Fine-tunable models here: {', '.join(tunable) or 'none'}"
+        )
+    if not found.capabilities.fine_tune:
+        return (
+            f"model {model!r} exists in this resource but cannot be fine-tuned here. "
+            f"Fine-tunable models here: {', '.join(tunable) or 'none'}"
+        )
+    return None
+
+
+def _format_problem(report: ValidationReport, spec: RunSpec) -> str | None:
+    is_completion_model = any(spec.model.startswith(m) for m in COMPLETION_MODELS)
+    if report.format == "completion" and not is_completion_model:
+        return (
+            f"the file is in prompt/completion format, which only {' and '.join(COMPLETION_MODELS)} accept; "
+            f"the run's model is {spec.model}. Convert it to chat format (python -m shared.cli convert) or "
+            "choose a completion model"
+        )
+    if report.format in ("chat", "preference") and is_completion_model:
+        return f"{spec.model} trains on prompt/completion data, but the file is in {report.format} format"
+    return None
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+def _find_validation_blob(services: Services, container: str, name: str, metadata: dict[str, str]) -> str | None:
+    named = metadata.get("validation_blob")
+    client = services.blobs.get_container_client(container)
+    if named:
+        if not client.get_blob_client(named).exists():
+            return f"!metadata validation_blob names {container}/{named}, which does not exist: upload it first"
+        return named
+    companion = companion_name(name)
+    return companion if client.get_blob_client(companion).exists() else None
+
+
+def _hashing(chunks: Iterator[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def _validate(
+    services: Services, blob: BlobClient, etag: str, container: str, validation_blob: str | None, spec: RunSpec
+) -> tuple[ValidationReport, str]:
+    digest = hashlib.sha256()
+    training = _hashing(
+        blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks(), digest
+    )
+    validation = None
+    if validation_blob:
+        validation = services.blobs.get_blob_client(container, validation_blob).download_blob().chunks()
+    options = ValidationOptions(
+        max_bytes=services.settings.max_file_bytes,
+        price_per_million_tokens=services.settings.price_per_million_training_tokens,
+        n_epochs=spec.hyperparameters.n_epochs,
+    )
+    report = validate(training, validation=validation, model=spec.model, options=options)
+    return report, digest.hexdigest()
+
+
+def _summary(report: ValidationReport) -> ValidationSummary:
+    billed = report.estimate.get("billed_tokens") if isinstance(report.estimate, dict) else None
+    return ValidationSummary(
+        valid=report.valid,
+        format=report.format,
+        examples=report.examples,
+        errors=report.error_count,
+        warnings=report.warning_count,
+        billed_tokens=billed if isinstance(billed, int) else None,
+        first_errors=[f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:5]],
+    )
+
+
+def _rejection_message(report: ValidationReport) -> str:
+    head = "; ".join(f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:3])
+    more = report.error_count - min(3, len(report.errors))
+    tail = f" (and {more} more; the full report is validation.json beside the run)" if more > 0 else ""
+    return f"the training data is invalid: {head}{tail}"
+
+
+# --- staging ----------------------------------------------------------------------------------------------------
+def _stage_split(
+    services: Services, blob: BlobClient, etag: str, run_id: str, fraction: float
+) -> tuple[str, str] | None:
+    """Split the file by hash into staging blobs. None when it is too small to spare a validation set."""
+    staging = services.settings.staging_container
+    with (
+        tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as train_out,
+        tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as valid_out,
+    ):
+        chunks = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
+        result = split_examples(chunks, train_out, valid_out, fraction=fraction)
+        if result.valid_examples == 0:
+            return None
+        names = (f"{run_id}/training.jsonl", f"{run_id}/validation.jsonl")
+        for stream, blob_name in ((train_out, names[0]), (valid_out, names[1])):
+            _upload(services, staging, blob_name, stream)
+    return f"{staging}/{names[0]}", f"{staging}/{names[1]}"
+
+
+def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes]) -> None:
+    stream.seek(0)
+    services.blobs.get_blob_client(container, blob_name).upload_blob(
+        stream, overwrite=True, content_settings=ContentSettings(content_type="application/jsonl")
+    )
+
+
+# --- import -----------------------------------------------------------------------------------------------------
+def ensure_imports(services: Services, run_id: str) -> RunRecord:
+    """Import the run's files (once), under a claim; reconcile a lost answer by file name."""
+
+    def put_claim(r: RunRecord, c: Claim | None) -> None:
+        r.files.import_claim = c
+
+    outcome = claim(
+        services.store,
+        run_id,
+        by=services.instance,
+        timeout=services.settings.claim_timeout_seconds,
+        wanted=lambda r: r.state == RunState.IMPORTING,
+        done=_imports_done,
+        get=lambda r: r.files.import_claim,
+        put=put_claim,
+    )
+    record = services.store.get(run_id)
+    if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
+        return record
+    existing: dict[str, FileObject] = {}
+    for f in services.aoai.files.list(purpose="fine-tune"):
+        if f.filename and f.status != "deleted":
+            existing.setdefault(f.filename, f)
+    for kind in ("training", "validation"):
+        location = getattr(record.files, f"{kind}_blob")
+        filename = getattr(record.files, f"{kind}_filename")
+        if not location or not filename or getattr(record.files, f"{kind}_file_id"):
+            continue
+        found = existing.get(filename)
+        if found is None:
+            container, blob_name = location.split("/", 1)
+            url = blob_read_url(
+                services.blobs,
+                container,
+                blob_name,
+                ttl=timedelta(minutes=services.settings.sas_ttl_minutes),
+                account_key=services.storage.account_key,
+            )
+            try:
+                found = services.aoai.files.import_from_url(filename, url, purpose="fine-tune")
+            except AzureOpenAIError as exc:
+                if getattr(exc, "status_code", None) == 400:
+                    return finish(services, run_id, getattr(exc, "code", None) or "import_failed", exc.message, RunState.FAILED)
+                raise
+            log.info("run %s: imported %s as %s", run_id, kind, found.id)
+        file_obj = found
+
+        def record_file(r: RunRecord, kind: str = kind, file_obj: FileObject = file_obj) -> bool:
+            setattr(r.files, f"{kind}_file_id", file_obj.id)
+            setattr(r.files, f"{kind}_status", file_obj.status)
+            if _imports_done(r):
+                r.files.import_claim = None
+            return True
+
+        record, _ = services.store.update(run_id, record_file)
+    return record
+
+
+def _imports_done(r: RunRecord) -> bool:
+    return bool(r.files.training_file_id) and (not r.files.validation_blob or bool(r.files.validation_file_id))

@@ -1,0 +1,186 @@
+"""Run records in blob storage, written only conditionally.
+
+Every write of a record carries the ETag it was read with (`If-Match`), and the first write carries
+`If-None-Match: *`, so two instances handling the same event can never both win. Each record blob also
+carries blob index tags (`active`, `state`) written in the same request as its content: the timer finds the
+runs it must advance with one tag query instead of listing every run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+from shared.runs import ACTIVE_STATES, RunRecord, RunState
+
+log = logging.getLogger(__name__)
+
+RECORD_NAME = "run.json"
+
+
+class RunStoreError(RuntimeError):
+    """Base of the run store's errors."""
+
+
+class RunNotFound(RunStoreError):
+    pass
+
+
+class ConcurrentUpdate(RunStoreError):
+    """The record changed since it was read (another instance wrote it first)."""
+
+
+def run_folder(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def _tags(record: RunRecord) -> dict[str, str]:
+    return {"active": "1" if record.state in ACTIVE_STATES else "0", "state": record.state.value}
+
+
+class RunStore:
+    """Run records and artifacts under `runs/<run_id>/` in the runs container."""
+
+    def __init__(self, container: ContainerClient, on_change: Callable[[RunRecord, RunState], None] | None = None) -> None:
+        self.container = container
+        self.on_change = on_change
+        """Called after a write that changed a run's state, with the record and its previous state."""
+
+    def ensure(self) -> None:
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+
+    # --- records ------------------------------------------------------------------------------------------
+    def create(self, record: RunRecord) -> tuple[RunRecord, str, bool]:
+        """Write a new record unless one exists. Returns (record as stored, etag, created)."""
+        blob = self.container.get_blob_client(run_folder(record.id) + RECORD_NAME)
+        try:
+            result = blob.upload_blob(
+                _dump(record),
+                overwrite=False,
+                tags=_tags(record),
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+            return record, str(result["etag"]), True
+        except ResourceExistsError:
+            existing = self.load(record.id)
+            if existing is None:  # deleted in between: extremely unlikely; let the caller's retry handle it
+                raise ConcurrentUpdate(f"run {record.id} vanished while being created") from None
+            return existing[0], existing[1], False
+
+    def load(self, run_id: str) -> tuple[RunRecord, str] | None:
+        blob = self.container.get_blob_client(run_folder(run_id) + RECORD_NAME)
+        try:
+            downloader = blob.download_blob()
+        except ResourceNotFoundError:
+            return None
+        data = downloader.readall()
+        return RunRecord.model_validate_json(data), str(downloader.properties.etag)
+
+    def get(self, run_id: str) -> RunRecord:
+        found = self.load(run_id)
+        if found is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return found[0]
+
+    def save(self, record: RunRecord, etag: str) -> str:
+        """Write `record` if it is still at `etag`. Returns the new etag; raises ConcurrentUpdate otherwise."""
+        blob = self.container.get_blob_client(run_folder(record.id) + RECORD_NAME)
+        try:
+            result = blob.upload_blob(
+                _dump(record),
+                overwrite=True,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+                tags=_tags(record),
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+        except ResourceModifiedError as exc:
+            raise ConcurrentUpdate(f"run {record.id} changed since it was read") from exc
+        return str(result["etag"])
+
+    def update(
+        self, run_id: str, mutate: Callable[[RunRecord], bool | None], *, attempts: int = 8
+    ) -> tuple[RunRecord, str]:
+        """Read-modify-write with optimistic concurrency.
+
+        `mutate` changes the record in place and returns False to write nothing. It may be called
+        several times (once per conflicting writer), so it must only decide from the record it is given.
+        """
+        for _ in range(attempts):
+            found = self.load(run_id)
+            if found is None:
+                raise RunNotFound(f"no run {run_id!r}")
+            record, etag = found
+            before = record.state
+            if mutate(record) is False:
+                return record, etag
+            try:
+                new_etag = self.save(record, etag)
+            except ConcurrentUpdate:
+                log.debug("run %s: concurrent update, re-reading", run_id)
+                continue
+            if record.state != before:
+                self._changed(record, before)
+            return record, new_etag
+        raise ConcurrentUpdate(f"run {run_id}: gave up after {attempts} conflicting writes")
+
+    def _changed(self, record: RunRecord, before: RunState) -> None:
+        log.info("run %s: %s -> %s", record.id, before.value, record.state.value)
+        if self.on_change is not None:
+            try:
+                self.on_change(record, before)
+            except Exception:  # noqa: BLE001 - a notification never breaks the pipeline
+                log.exception("run %s: state-change listener failed", record.id)
+
+    def active_run_ids(self) -> list[str]:
+        """Runs the timer must advance, from the blob index (`active` tag), without listing all runs."""
+        ids = []
+        for blob in self.container.find_blobs_by_tags("\"active\"='1'"):
+            name = str(blob.name)
+            if name.startswith("runs/") and name.endswith("/" + RECORD_NAME):
+                ids.append(name[len("runs/") : -len(RECORD_NAME) - 1])
+        return ids
+
+    def iter_records(self) -> Iterator[RunRecord]:
+        """Every run (for the CLI and the HTTP API; the pipeline itself never lists runs)."""
+        for props in self.container.list_blobs(name_starts_with="runs/"):
+            if props.name.endswith("/" + RECORD_NAME):
+                data = self.container.get_blob_client(props.name).download_blob().readall()
+                yield RunRecord.model_validate_json(data)
+
+    # --- artifacts ----------------------------------------------------------------------------------------
+    def put_artifact(self, run_id: str, name: str, data: bytes | str, content_type: str) -> str:
+        blob_name = run_folder(run_id) + name
+        self.container.upload_blob(
+            blob_name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+        )
+        return blob_name
+
+    def put_json(self, run_id: str, name: str, document: Any) -> str:
+        return self.put_artifact(run_id, name, json.dumps(document, indent=2, default=str), "application/json")
+
+    def get_artifact_at(self, blob_name: str) -> bytes | None:
+        """Any document in the runs container (profiles live under `profiles/`)."""
+        try:
+            return self.container.get_blob_client(blob_name).download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+
+    def get_artifact(self, run_id: str, name: str) -> bytes | None:
+        try:
+            return self.container.get_blob_client(run_folder(run_id) + name).download_blob().readall()
+        except ResourceNotFoundError:
+            return None
+
+
+def _dump(record: RunRecord) -> bytes:
+    return record.model_dump_json(indent=2).encode()

@@ -1,0 +1,118 @@
+"""The clients a handler needs, built once per process from the settings.
+
+Handlers call `get_services()`; tests build `Services.from_settings(Settings(...), env=...)` for their own
+Azurite and emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import cast
+
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from shared.aoai import AzureOpenAIClient, DeploymentsClient
+from shared.connections import StorageConnection
+from shared.notifications import Notifier
+from shared.runstore import RunStore
+from shared.settings import Settings, get_settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: StorageConnection
+    blobs: BlobServiceClient
+    store: RunStore
+    aoai: AzureOpenAIClient
+    deployments: DeploymentsClient | None
+    notifier: Notifier
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Services:
+        storage = StorageConnection.from_settings(settings.storage_connection, os.environ if env is None else env)
+        blobs = storage.blob_service_client()
+        credential: TokenCredential | None = None
+        if settings.azure_openai_api_key is None or _arm_configured(settings):
+            credential = _credential(settings)
+        aoai = AzureOpenAIClient(
+            settings.azure_openai_endpoint,
+            api_version=settings.azure_openai_api_version,
+            api_key=settings.azure_openai_api_key,
+            credential=credential if settings.azure_openai_api_key is None else None,
+        )
+        deployments = None
+        if _arm_configured(settings):
+            assert credential is not None
+            deployments = DeploymentsClient(
+                settings.azure_management_endpoint,
+                subscription_id=settings.azure_subscription_id,
+                resource_group=settings.azure_resource_group,
+                account_name=settings.azure_openai_account_name,
+                api_version=settings.azure_management_api_version,
+                credential=credential,
+                max_retry_after=settings.lro_max_wait_seconds,
+            )
+        events_queue = None
+        if settings.events_queue:
+            events_queue = storage.queue_client(settings.events_queue)
+        notifier = Notifier(settings.notify_webhook_url, events_queue)
+        store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
+        return cls(settings, storage, blobs, store, aoai, deployments, notifier)
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client using the host's message encoding (base64), created on first use."""
+        client = self.storage.queue_client(name)
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        return client
+
+    def ensure_storage(self) -> None:
+        """Create the containers the app writes to (idempotent)."""
+        for name in (self.settings.runs_container, self.settings.staging_container, self.settings.drop_container):
+            try:
+                self.blobs.create_container(name)
+            except ResourceExistsError:
+                pass
+
+
+def _arm_configured(settings: Settings) -> bool:
+    return bool(settings.azure_subscription_id and settings.azure_resource_group and settings.azure_openai_account_name)
+
+
+class StaticTokenCredential:
+    """A fixed bearer token (the local emulator accepts any); never used in Azure."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def _credential(settings: Settings) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.azure_management_token is not None:
+        return cast(TokenCredential, StaticTokenCredential(settings.azure_management_token.get_secret_value()))
+    if settings.azure_client_id:
+        return ManagedIdentityCredential(client_id=settings.azure_client_id)
+    return DefaultAzureCredential()
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    services = Services.from_settings(get_settings())
+    services.ensure_storage()
+    return services

@@ -1,0 +1,87 @@
+"""Every setting the app reads, in one typed object built once.
+
+Settings come from the environment, which is where Azure Functions puts app settings (and where the
+development host puts the `Values` of local.settings.json). Each field's env name is the field name in
+upper case. The storage connection itself (`AzureWebJobsStorage`, or its identity-based `__` forms) is read
+by `shared.connections`, exactly as the Functions host reads it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
+
+
+class Settings(BaseSettings):
+    """App settings. Secrets are `SecretStr`: they never show in a repr, a log or a record."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    # --- storage: containers and queues (the connection is `AzureWebJobsStorage`) ----------------------
+    storage_connection: str = Field(
+        default="AzureWebJobsStorage", description="Name of the storage connection setting (host convention)."
+    )
+    drop_container: str = Field(default="training-data", description="Watched container: each new blob is a run.")
+    runs_container: str = Field(default="fine-tuning-runs", description="Run records and outputs; never watched.")
+    staging_container: str = Field(
+        default="fine-tuning-staging", description="Split train/validation files; never watched."
+    )
+    deploy_queue: str = Field(default="fine-tuning-deploy", description="Succeeded runs waiting for deployment.")
+    submit_queue: str = Field(default="fine-tuning-submit", description="Run submissions from other systems.")
+    events_queue: str = Field(default="", description="When set, every run state change is also sent here.")
+    blob_trigger_source: BlobTriggerSource = Field(
+        default="LogsAndContainerScan", description="EventGrid on Flex Consumption; polling elsewhere."
+    )
+    training_poll_schedule: str = Field(default="0 */1 * * * *", description="NCRONTAB of the timer that advances runs.")
+
+    # --- Azure OpenAI ------------------------------------------------------------------------------------
+    azure_openai_endpoint: str = Field(default="", description="https://<resource>.openai.azure.com")
+    azure_openai_api_key: SecretStr | None = Field(
+        default=None, description="Leave empty to use managed identity (recommended)."
+    )
+    azure_openai_api_version: str = "2024-10-21"
+    azure_client_id: str = Field(default="", description="Client id of a user-assigned managed identity, if any.")
+    azure_management_endpoint: str = "https://management.azure.com"
+    azure_management_api_version: str = "2024-10-01"
+    azure_subscription_id: str = ""
+    azure_resource_group: str = ""
+    azure_openai_account_name: str = ""
+    azure_management_token: SecretStr | None = Field(
+        default=None, description="Local emulator only: a fixed bearer token for the control plane. Empty in Azure."
+    )
+    lro_max_wait_seconds: float = Field(
+        default=60.0, description="Cap on one Retry-After wait while following a deployment operation."
+    )
+
+    # --- run defaults (a profile or blob metadata overrides them) ---------------------------------------
+    default_base_model: str = "gpt-4o-mini-2024-07-18"
+    default_training_type: str = "Standard"
+    default_validation_split: float = Field(
+        default=0.1, ge=0.0, lt=0.5, description="Fraction held out when no validation file is given; 0 = none."
+    )
+    default_deployment_sku: str = "Standard"
+    default_deployment_capacity: int = 1
+    price_per_million_training_tokens: float | None = None
+
+    # --- behaviour ---------------------------------------------------------------------------------------
+    sas_ttl_minutes: int = Field(default=120, ge=5, le=24 * 60, description="Lifetime of the import SAS URL.")
+    max_file_bytes: int = 512 * 1024 * 1024
+    queued_warning_minutes: float = Field(default=60.0, description="Warn on a run whose job waits longer than this.")
+    claim_timeout_seconds: float = Field(
+        default=120.0, description="A create claimed this long ago with no answer recorded is reconciled and retried."
+    )
+    tick_concurrency: int = Field(default=16, ge=1, le=128)
+    deploy_max_attempts: int = Field(default=5, description="Must match host.json queues.maxDequeueCount.")
+    smoke_test: bool = True
+    notify_webhook_url: SecretStr | None = Field(default=None, description="POSTed a JSON event on each state change.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

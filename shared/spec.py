@@ -1,0 +1,153 @@
+"""Resolve a run's spec: blob metadata over a named profile over app settings.
+
+- **App settings** give the defaults (`DEFAULT_BASE_MODEL`, `DEFAULT_VALIDATION_SPLIT`, ...).
+- **A profile** is a JSON document `profiles/<name>.json` in the runs container, holding any subset of
+  `RunSpec`'s fields. It is chosen by the blob metadata key `profile`, or else by the blob's first folder
+  (`team-a/data.jsonl` -> profile `team-a`) when such a profile exists.
+- **Blob metadata** overrides single fields with flat keys (metadata keys must be identifiers):
+  `model`, `training_type`, `method`, `n_epochs`, `batch_size`, `learning_rate_multiplier`, `dpo_beta`, `seed`,
+  `suffix`, `validation_split`, `validation_blob`, `deploy` (true/false), `deployment_name`, `deployment_sku`,
+  `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
+  `gate_max_full_valid_loss`, `gate_max_valid_loss`, `gate_max_train_loss`, `gate_min_valid_token_accuracy`,
+  `gate_min_train_token_accuracy`, `gate_allow_overfitting`.
+
+A spec that does not parse is a `SpecError` naming each bad field and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.runs import RunSpec
+from shared.settings import Settings
+
+# metadata key -> path in the RunSpec document
+METADATA_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "training_type": ("training_type",),
+    "method": ("method",),
+    "n_epochs": ("hyperparameters", "n_epochs"),
+    "batch_size": ("hyperparameters", "batch_size"),
+    "learning_rate_multiplier": ("hyperparameters", "learning_rate_multiplier"),
+    "dpo_beta": ("dpo_beta",),
+    "seed": ("seed",),
+    "suffix": ("suffix",),
+    "validation_split": ("validation_split",),
+    "deploy": ("deployment", "enabled"),
+    "deployment_name": ("deployment", "name"),
+    "deployment_sku": ("deployment", "sku"),
+    "deployment_capacity": ("deployment", "capacity"),
+    "deployment_target": ("deployment", "target"),
+    "deployment_source": ("deployment", "source"),
+    "gate_max_full_valid_loss": ("gate", "max_full_valid_loss"),
+    "gate_max_valid_loss": ("gate", "max_valid_loss"),
+    "gate_max_train_loss": ("gate", "max_train_loss"),
+    "gate_min_valid_token_accuracy": ("gate", "min_valid_token_accuracy"),
+    "gate_min_train_token_accuracy": ("gate", "min_train_token_accuracy"),
+    "gate_allow_overfitting": ("gate", "allow_overfitting"),
+}
+# Metadata keys that are not spec fields but are understood elsewhere.
+OTHER_METADATA = frozenset({"profile", "validation_blob", "submitted_by", "hdi_isfolder"})
+
+
+class SpecError(ValueError):
+    """The run spec is unusable; the message lists every problem and its origin."""
+
+
+def profile_blob_name(name: str) -> str:
+    return f"profiles/{name}.json"
+
+
+def defaults_from_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "model": settings.default_base_model,
+        "training_type": settings.default_training_type or None,
+        "validation_split": settings.default_validation_split,
+        "deployment": {"sku": settings.default_deployment_sku, "capacity": settings.default_deployment_capacity},
+    }
+
+
+def metadata_overrides(metadata: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Flat blob metadata -> a nested partial spec, and the keys that mean nothing (reported as warnings)."""
+    doc: dict[str, Any] = {}
+    unknown: list[str] = []
+    for raw_key, value in metadata.items():
+        key = raw_key.lower()
+        path = METADATA_FIELDS.get(key)
+        if path is None:
+            if key not in OTHER_METADATA:
+                unknown.append(raw_key)
+            continue
+        target = doc
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return doc, unknown
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_profile(name: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"profile {name!r} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"profile {name!r} must be a JSON object of run-spec fields")
+    return doc
+
+
+def build_spec(
+    settings: Settings,
+    *,
+    metadata: Mapping[str, str],
+    profile_name: str | None = None,
+    profile: Mapping[str, Any] | None = None,
+) -> RunSpec:
+    """Merge the three layers and check the result. Raises SpecError with every problem listed."""
+    doc = defaults_from_settings(settings)
+    if profile is not None:
+        doc = merge(doc, profile)
+        doc["profile"] = profile_name
+    meta_doc, _unknown = metadata_overrides(metadata)
+    doc = merge(doc, meta_doc)
+    for key in ("gate",):
+        if isinstance(doc.get(key), dict) and not doc[key]:
+            doc[key] = None
+    try:
+        return RunSpec.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            origin = _origin(err["loc"], meta_doc, profile)
+            problems.append(f"{loc} = {err.get('input')!r}: {err['msg']} (from {origin})")
+        raise SpecError("the run spec is invalid: " + "; ".join(problems)) from None
+
+
+def _origin(loc: tuple[Any, ...], meta_doc: Mapping[str, Any], profile: Mapping[str, Any] | None) -> str:
+    def has(doc: Mapping[str, Any] | None) -> bool:
+        cur: Any = doc
+        for part in loc:
+            if not isinstance(cur, Mapping) or part not in cur:
+                return False
+            cur = cur[part]
+        return True
+
+    if has(meta_doc):
+        return "blob metadata"
+    if has(profile):
+        return "the profile"
+    return "app settings"

@@ -1,0 +1,278 @@
+"""Timer: advance every active run by one step.
+
+- importing: finish lost imports, follow the files to `processed` (or fail with the service's
+  `status_details`), then create the job, under a claim, reconciling a lost answer by training file id;
+- training: one job GET per run per tick; new events (only the pages newer than the last one seen) and,
+  at the end, checkpoints are recorded; a terminal job ends the run, a succeeded one queues its deployment.
+
+Active runs come from the blob index tag `active`, never from listing all runs. Work is spread over a
+bounded thread pool. Two overlapping ticks are harmless: every write is conditional and every create is
+claimed first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent
+from shared.claims import ClaimOutcome, claim
+from shared.ingest import ensure_imports, finish
+from shared.runs import CheckpointInfo, Claim, RunRecord, RunState, utcnow
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+STALE_INGEST = timedelta(minutes=30)
+EVENTS_ARTIFACT = "events.json"
+
+
+@dataclass
+class TickReport:
+    runs: int = 0
+    seconds: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"runs": self.runs, "seconds": round(self.seconds, 3), "outcomes": dict(self.outcomes)}
+
+
+def tick(services: Services) -> TickReport:
+    """One timer tick over every active run."""
+    started = time.perf_counter()
+    run_ids = services.store.active_run_ids()
+    report = TickReport(runs=len(run_ids))
+    if run_ids:
+        with ThreadPoolExecutor(max_workers=min(services.settings.tick_concurrency, len(run_ids))) as pool:
+            for outcome in pool.map(lambda rid: _advance_safely(services, rid), run_ids):
+                report.outcomes[outcome] += 1
+    report.seconds = time.perf_counter() - started
+    log.info("tick: %s", json.dumps(report.as_dict()))
+    return report
+
+
+def _advance_safely(services: Services, run_id: str) -> str:
+    try:
+        return advance(services, run_id)
+    except AzureOpenAIError as exc:
+        log.warning("run %s: service error, will retry next tick: %s", run_id, exc)
+        return "service_error"
+    except Exception:  # noqa: BLE001 - one broken run must not stop the others
+        log.exception("run %s: unexpected error, will retry next tick", run_id)
+        return "error"
+
+
+def advance(services: Services, run_id: str) -> str:
+    found = services.store.load(run_id)
+    if found is None:
+        return "missing"
+    record = found[0]
+    if record.state in (RunState.RECEIVED, RunState.VALIDATING):
+        if utcnow() - record.updated_at > STALE_INGEST:
+            finish(
+                services,
+                run_id,
+                "ingest_incomplete",
+                "the blob trigger did not finish this run (see the webjobs-blobtrigger-poison queue and the logs); "
+                "drop the file again to retry",
+                RunState.FAILED,
+            )
+            return "failed"
+        return "ingesting"
+    if record.state == RunState.IMPORTING:
+        return _advance_import(services, record)
+    if record.state == RunState.TRAINING:
+        return _poll_job(services, record)
+    return "idle"
+
+
+# --- importing --------------------------------------------------------------------------------------------------
+def _advance_import(services: Services, record: RunRecord) -> str:
+    record = ensure_imports(services, record.id)
+    if record.state != RunState.IMPORTING:
+        return record.state.value
+    statuses: dict[str, str] = {}
+    for kind in ("training", "validation"):
+        file_id = getattr(record.files, f"{kind}_file_id")
+        if not file_id:
+            continue
+        status = getattr(record.files, f"{kind}_status")
+        if status != "processed":
+            file_obj = services.aoai.files.get(file_id)
+            status = file_obj.status
+            if status == "error":
+                details = file_obj.status_details or "no details given by the service"
+                finish(services, record.id, "file_import_failed", f"{kind} file {file_id}: {details}", RunState.FAILED)
+                return "failed"
+        statuses[kind] = status
+    if not record.files.training_file_id:
+        return "importing"
+
+    def note(r: RunRecord) -> bool:
+        changed = False
+        for kind, status in statuses.items():
+            if getattr(r.files, f"{kind}_status") != status:
+                setattr(r.files, f"{kind}_status", status)
+                changed = True
+        return changed
+
+    record, _ = services.store.update(record.id, note)
+    if all(s == "processed" for s in statuses.values()) and (
+        not record.files.validation_file_id or "validation" in statuses
+    ):
+        return ensure_job(services, record.id)
+    return "importing"
+
+
+def ensure_job(services: Services, run_id: str) -> str:
+    """Create the fine-tuning job exactly once."""
+
+    def put_claim(r: RunRecord, c: Claim | None) -> None:
+        r.job.create_claim = c
+
+    outcome = claim(
+        services.store,
+        run_id,
+        by=services.instance,
+        timeout=services.settings.claim_timeout_seconds,
+        wanted=lambda r: r.state == RunState.IMPORTING,
+        done=lambda r: r.job.id is not None,
+        get=lambda r: r.job.create_claim,
+        put=put_claim,
+    )
+    if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
+        return f"job_{outcome.value}"
+    record = services.store.get(run_id)
+    assert record.spec is not None and record.files.training_file_id is not None
+    job = None
+    if outcome == ClaimOutcome.TAKEN_OVER:
+        job = _find_job(services, record.files.training_file_id)
+        if job is not None:
+            log.info("run %s: reconciled lost job create -> %s", run_id, job.id)
+    if job is None:
+        spec = record.spec
+        hyper = {k: v for k, v in spec.hyperparameters.model_dump().items() if v is not None}
+        method = None
+        if spec.method == "dpo":
+            dpo_hyper = dict(hyper)
+            if spec.dpo_beta is not None:
+                dpo_hyper["beta"] = spec.dpo_beta
+            method = {"type": "dpo", "dpo": {"hyperparameters": dpo_hyper}}
+        try:
+            job = services.aoai.jobs.create(
+                model=spec.model,
+                training_file=record.files.training_file_id,
+                validation_file=record.files.validation_file_id,
+                hyperparameters=hyper or None if method is None else None,
+                suffix=spec.suffix,
+                seed=spec.seed,
+                method=method,
+                training_type=spec.training_type,
+            )
+        except BadRequestError as exc:
+            finish(services, run_id, exc.code or "job_create_rejected", exc.message, RunState.FAILED)
+            return "failed"
+        log.info("run %s: created job %s", run_id, job.id)
+    created = job
+
+    def record_job(r: RunRecord) -> bool:
+        if r.job.id is not None:
+            return False
+        r.job.id = created.id
+        r.job.status = created.status
+        r.job.created_at = created.created_at_dt
+        r.job.create_claim = None
+        r.transition(RunState.TRAINING, f"job {created.id}")
+        return True
+
+    services.store.update(run_id, record_job)
+    return "job_created"
+
+
+def _find_job(services: Services, training_file_id: str) -> FineTuningJob | None:
+    for job in services.aoai.jobs.list():
+        if job.training_file == training_file_id:
+            return job
+    return None
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+def _poll_job(services: Services, record: RunRecord) -> str:
+    assert record.job.id is not None
+    job = services.aoai.jobs.get(record.job.id)
+    state = job.state
+    new_events: list[JobEvent] = []
+    if state != "pending" or job.status != record.job.status:
+        new_events = services.aoai.jobs.events_since(job.id, record.job.last_event_id)
+    if new_events:
+        _merge_events(services, record.id, new_events)
+    checkpoints: list[CheckpointInfo] = []
+    if state == "succeeded":
+        checkpoints = [
+            CheckpointInfo(
+                id=c.id,
+                step_number=c.step_number,
+                fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+                metrics=dict(c.metrics or {}),
+            )
+            for c in services.aoai.jobs.checkpoints(job.id)
+        ]
+        # Queue first, then record: a crash in between re-queues, and the deploy handler is idempotent.
+        services.queue(services.settings.deploy_queue).send_message(json.dumps({"run_id": record.id}))
+
+    def mutate(r: RunRecord) -> bool:
+        if r.state != RunState.TRAINING:
+            return False
+        before = r.model_dump_json()
+        r.job.status = job.status
+        r.job.fine_tuned_model = job.fine_tuned_model
+        r.job.trained_tokens = job.trained_tokens
+        r.job.result_files = list(job.result_files or [])
+        r.job.estimated_finish = job.estimated_finish_dt
+        r.job.finished_at = job.finished_at_dt
+        if new_events:
+            r.job.last_event_id = new_events[0].id
+            r.job.events_recorded += len(new_events)
+            metrics = next((e.data for e in new_events if e.type == "metrics" and e.data), None)
+            if metrics:
+                r.job.latest_metrics = dict(metrics)
+        if state == "pending" and r.job.created_at is not None and not r.job.queued_warning_sent:
+            waited = utcnow() - r.job.created_at
+            if waited > timedelta(minutes=services.settings.queued_warning_minutes):
+                r.job.queued_warning_sent = True
+                r.warn(
+                    f"job {job.id} has been queued for {waited.total_seconds() / 60:.0f} minutes "
+                    "(a resource runs 1 job at a time and queues 20): check for jobs ahead of it"
+                )
+        if state == "succeeded":
+            r.job.checkpoints = checkpoints
+            r.transition(RunState.SUCCEEDED, f"model {job.fine_tuned_model}; deployment queued")
+        elif state == "failed":
+            err = job.error
+            r.fail(
+                (err.code if err and err.code else "job_failed"),
+                (err.message if err and err.message else "the fine-tuning job failed without a message"),
+            )
+        elif state == "cancelled":
+            r.fail("job_cancelled", f"job {job.id} was cancelled", state=RunState.CANCELLED)
+        elif state == "deleted":
+            r.fail("job_deleted", f"job {job.id} was deleted before it finished")
+        return r.model_dump_json() != before
+
+    services.store.update(record.id, mutate)
+    return state
+
+
+def _merge_events(services: Services, run_id: str, new_events: list[JobEvent]) -> None:
+    """events.json holds every event seen, newest first, deduplicated by id (safe to repeat)."""
+    raw = services.store.get_artifact(run_id, EVENTS_ARTIFACT)
+    known: list[dict[str, object]] = json.loads(raw) if raw else []
+    seen = {e.get("id") for e in known}
+    fresh = [e.model_dump(mode="json") for e in new_events if e.id not in seen]
+    if fresh:
+        services.store.put_json(run_id, EVENTS_ARTIFACT, fresh + known)
