@@ -37,7 +37,7 @@ demo: setup
 	$(PY) -m demo
 
 dev: setup
-	$(PY) -m devhost.stack
+	$(PY) -m devstack
 
 bench: setup
 	$(PY) -m bench

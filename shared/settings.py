@@ -20,7 +20,7 @@ BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
 class Settings(BaseSettings):
     """App settings. Secrets are `SecretStr`: they never show in a repr, a log or a record."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     # --- storage: containers and queues (the connection is `AzureWebJobsStorage`) ----------------------
     storage_connection: str = Field(

@@ -1,0 +1,19 @@
+"""Timer: advance every active run (imports, job creation, job status, events, checkpoints)."""
+
+import logging
+
+import azure.functions as func
+
+from shared.services import get_services
+from shared.settings import get_settings
+from shared.training import tick
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.timer_trigger(arg_name="timer", schedule=get_settings().training_poll_schedule, run_on_startup=False)
+def advance_runs(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.info("advance_runs is past due: running now")
+    tick(get_services())

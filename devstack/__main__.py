@@ -1,0 +1,36 @@
+"""`make dev`: start the local stack and keep it up until Ctrl+C."""
+
+from __future__ import annotations
+
+import signal
+
+from devstack import Stack
+
+
+def main() -> None:
+    with Stack() as stack:
+        assert stack.azurite is not None
+        print(
+            f"""
+local stack is up (Ctrl+C stops everything):
+  Azurite            {stack.azurite.blob_endpoint}  (connection string in .stack/local.settings.json)
+  Azure OpenAI emu   {stack.emulator_url}  api-key {stack.api_key}
+  devhost HTTP       {stack.http_url}  (x-functions-key: {stack.function_key})
+  logs               .stack/azurite, .stack/emulator.log, .stack/devhost.log
+
+drop a file:         .venv/bin/python -m shared.cli --settings .stack/local.settings.json drop demo/data/support-train.jsonl
+watch runs:          .venv/bin/python -m shared.cli --settings .stack/local.settings.json runs
+one run:             .venv/bin/python -m shared.cli --settings .stack/local.settings.json status RUN_ID
+over HTTP:           curl -H 'x-functions-key: {stack.function_key}' {stack.http_url}/runs
+""",
+            flush=True,
+        )
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+    print("local stack stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
