@@ -27,9 +27,11 @@ class Script:
     def __init__(self, *steps: Step) -> None:
         self.steps = list(steps)
         self.requests: list[httpx.Request] = []
+        self.headers: list[httpx.Headers] = []  # snapshots: an auth flow may mutate a request it resends
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.headers.append(httpx.Headers(request.headers))
         request.read()
         step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
         if isinstance(step, BaseException):
@@ -87,8 +89,12 @@ def make_arm(sleeps: Sleeps) -> Callable[..., tuple[DeploymentsClient, Script]]:
         kwargs.setdefault("bearer_token", "arm-token-xyz")
         kwargs.setdefault("sleep", sleeps)
         client = DeploymentsClient(
-            "https://management.unit", subscription_id="sub", resource_group="rg", account_name="acct",
-            transport=transport, **kwargs,
+            "https://management.unit",
+            subscription_id="sub",
+            resource_group="rg",
+            account_name="acct",
+            transport=transport,
+            **kwargs,
         )
         return client, script
 

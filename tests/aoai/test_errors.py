@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -23,12 +25,14 @@ from shared.aoai.redact import scrub_text, scrub_url
 from .conftest import SAS_URL
 
 
-def response(status: int, content: bytes | str, *, method: str = "GET", url: str = "https://r/openai/files",
-             **headers: str) -> httpx.Response:
+def response(
+    status: int, content: bytes | str, *, method: str = "GET", url: str = "https://r/openai/files", **headers: str
+) -> httpx.Response:
     raw = content.encode() if isinstance(content, str) else content
     request = httpx.Request(method, url)
-    return httpx.Response(status, content=raw, headers={k.replace("_", "-"): v for k, v in headers.items()},
-                          request=request)
+    return httpx.Response(
+        status, content=raw, headers={k.replace("_", "-"): v for k, v in headers.items()}, request=request
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_arm_envelope_insufficient_quota() -> None:
     ],
 )
 def test_deployment_cap(code: str, message: str) -> None:
-    body = '{"error": {"code": "%s", "message": "%s"}}' % (code, message)
+    body = json.dumps({"error": {"code": code, "message": message}})
     assert isinstance(error_from_response(response(409, body, method="PUT")), DeploymentLimitError)
 
 
@@ -105,7 +109,8 @@ def test_insufficient_quota_message_is_not_a_deployment_cap() -> None:
 
 
 def test_numeric_string_code_from_gateway() -> None:
-    body = '{"error": {"code": "429", "message": "Requests to the API have exceeded rate limit. Please retry after 7 seconds."}}'
+    message = "Requests to the API have exceeded rate limit. Please retry after 7 seconds."
+    body = json.dumps({"error": {"code": "429", "message": message}})
     error = error_from_response(response(429, body, retry_after="7", x_request_id="gw-9"))
     assert isinstance(error, RateLimitError)
     assert error.code == "429"
@@ -138,7 +143,7 @@ def test_empty_body_uses_reason_phrase() -> None:
 
 def test_secrets_never_in_message_or_body() -> None:
     body = (
-        '{"error": {"code": "fileImportFailed", "message": "Failed to download ' + SAS_URL + ' with api-key=abc123 '
+        '{"error": {"code": "fileImportFailed", "message": "Failed to download ' + SAS_URL + " with api-key=abc123 "
         'Authorization: Bearer eyJ0eXAi.abc.def"}}'
     )
     url = "https://r/openai/files/import?api-version=2024-10-21&api-key=querykey123"

@@ -87,22 +87,38 @@ def test_file_statuses(status: str, terminal: bool, usable: bool) -> None:
 
 def test_event_and_checkpoint() -> None:
     metrics = JobEvent.model_validate(
-        {"id": "ftevent-1", "created_at": 1, "level": "warn", "message": "Step 100", "type": "metrics",
-         "data": {"step": 100, "train_loss": 0.1}}
+        {
+            "id": "ftevent-1",
+            "created_at": 1,
+            "level": "warn",
+            "message": "Step 100",
+            "type": "metrics",
+            "data": {"step": 100, "train_loss": 0.1},
+        }
     )
     assert metrics.type == "metrics" and metrics.level == "warn" and metrics.data == {"step": 100, "train_loss": 0.1}
     assert JobEvent.model_validate({"id": "ftevent-2", "message": "Job started."}).type == "message"
     ckpt = Checkpoint.model_validate(
-        {"id": "ftchkpt-1", "fine_tuned_model_checkpoint": "m.ft-1:ckpt-step-10", "step_number": 10,
-         "metrics": {"full_valid_loss": None, "step": 10}, "fine_tuning_job_id": "ftjob-1"}
+        {
+            "id": "ftchkpt-1",
+            "fine_tuned_model_checkpoint": "m.ft-1:ckpt-step-10",
+            "step_number": 10,
+            "metrics": {"full_valid_loss": None, "step": 10},
+            "fine_tuning_job_id": "ftjob-1",
+        }
     )
     assert ckpt.step_number == 10
 
 
 def test_model_capabilities() -> None:
     m = Model.model_validate(
-        {"id": "gpt-4o-mini-2024-07-18", "object": "model", "capabilities": {"fine_tune": True, "chat_completion": True},
-         "lifecycle_status": "generally-available", "deprecation": {"fine_tune": 1800000000}}
+        {
+            "id": "gpt-4o-mini-2024-07-18",
+            "object": "model",
+            "capabilities": {"fine_tune": True, "chat_completion": True},
+            "lifecycle_status": "generally-available",
+            "deprecation": {"fine_tune": 1800000000},
+        }
     )
     assert m.capabilities.fine_tune and not m.capabilities.embeddings
     assert Model.model_validate({"id": "x"}).capabilities.fine_tune is False
@@ -110,18 +126,29 @@ def test_model_capabilities() -> None:
 
 def test_deployment_arm_shape() -> None:
     d = Deployment.model_validate(
-        {"id": "/subscriptions/s/.../deployments/ft", "name": "ft", "type": "Microsoft.CognitiveServices/accounts/deployments",
-         "sku": {"name": "Standard", "capacity": 1}, "systemData": {"createdBy": "x"},
-         "properties": {"model": {"format": "OpenAI", "name": "m.ft-abc", "version": "1"},
-                        "provisioningState": "creating", "rateLimits": [], "currentCapacity": 1}}
+        {
+            "id": "/subscriptions/s/.../deployments/ft",
+            "name": "ft",
+            "type": "Microsoft.CognitiveServices/accounts/deployments",
+            "sku": {"name": "Standard", "capacity": 1},
+            "systemData": {"createdBy": "x"},
+            "properties": {
+                "model": {"format": "OpenAI", "name": "m.ft-abc", "version": "1"},
+                "provisioningState": "creating",
+                "rateLimits": [],
+                "currentCapacity": 1,
+            },
+        }
     )
     assert d.provisioning_state == "Creating"
     assert d.model_name == "m.ft-abc"
     assert d.sku is not None and d.sku.capacity == 1
 
 
-@pytest.mark.parametrize(("status", "terminal", "ok"), [("InProgress", False, False), ("Succeeded", True, True),
-                                                          ("Failed", True, False), ("Canceled", True, False)])
+@pytest.mark.parametrize(
+    ("status", "terminal", "ok"),
+    [("InProgress", False, False), ("Succeeded", True, True), ("Failed", True, False), ("Canceled", True, False)],
+)
 def test_async_operation(status: str, terminal: bool, ok: bool) -> None:
     op = AsyncOperation.model_validate({"id": "op", "status": status, "percentComplete": 50})
     assert op.is_terminal is terminal and op.succeeded is ok
