@@ -60,7 +60,7 @@ def test_no_validation_data_is_said_on_the_chart(monkeypatch: pytest.MonkeyPatch
         return original_title(self, label, *args, **kwargs)  # type: ignore[arg-type]
 
     def spy_legend(self: Axes, *args: object, **kwargs: object) -> object:
-        legend = original_legend(self, *args, **kwargs)  # type: ignore[arg-type]
+        legend = original_legend(self, *args, **kwargs)
         labels.extend(t.get_text() for t in legend.get_texts())
         return legend
 
