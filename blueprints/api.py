@@ -43,11 +43,20 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     records = sorted(get_services().store.iter_records(), key=lambda r: r.created_at, reverse=True)
     state = req.params.get("state")
-    return _json([
-        {"id": r.id, "state": r.state.value, "created_at": r.created_at, "blob": r.source.blob_name,
-         "model": r.job.fine_tuned_model, "error": r.error.model_dump() if r.error else None}
-        for r in records if not state or r.state.value == state
-    ])
+    return _json(
+        [
+            {
+                "id": r.id,
+                "state": r.state.value,
+                "created_at": r.created_at,
+                "blob": r.source.blob_name,
+                "model": r.job.fine_tuned_model,
+                "error": r.error.model_dump() if r.error else None,
+            }
+            for r in records
+            if not state or r.state.value == state
+        ]
+    )
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"])

@@ -132,9 +132,23 @@ class Stack:
         self.emulator_url = f"http://{HOST}:{port}"
         log = self.workdir / "emulator.log"
         self.emulator = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--host", HOST, "--port", str(port), "--api-key", self.api_key,
-             *self.emulator_args],
-            cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--api-key",
+                self.api_key,
+                *self.emulator_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_http(f"{self.emulator_url}/_emulator/health", 30, self.emulator, log)
 
@@ -160,10 +174,22 @@ class Stack:
         index = len(list(self.workdir.glob("devhost*.log")))
         log = self.workdir / f"devhost{index or ''}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--app", "function_app", "--settings",
-             str(self.workdir / "local.settings.json"), "--http-port", str(http_port)],
-            cwd=REPO, env={**(env or os.environ), **self.settings_env}, stdout=log.open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "--app",
+                "function_app",
+                "--settings",
+                str(self.workdir / "local.settings.json"),
+                "--http-port",
+                str(http_port),
+            ],
+            cwd=REPO,
+            env={**(env or os.environ), **self.settings_env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_http(f"http://{HOST}:{http_port}/", 60, proc, log, any_status=True)
         if self.devhost is None:

@@ -44,7 +44,7 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
     try:
         run_id = str(json.loads(body)["run_id"])
     except (ValueError, KeyError, TypeError):
-        log.error("deploy message is not {\"run_id\": ...}: dropped (%.80r)", body)
+        log.error('deploy message is not {"run_id": ...}: dropped (%.80r)', body)
         return None
     store = services.store
     found = store.load(run_id)
@@ -141,9 +141,7 @@ def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | No
 
 
 # --- deployment -------------------------------------------------------------------------------------------------
-def _deploy(
-    services: Services, record: RunRecord, summary: MetricsSummary | None, dequeue_count: int
-) -> RunRecord:
+def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | None, dequeue_count: int) -> RunRecord:
     assert record.spec is not None and services.deployments is not None
     spec = record.spec.deployment
     model = record.job.fine_tuned_model
@@ -152,7 +150,11 @@ def _deploy(
         if summary.best_checkpoint.id in deployable:
             model = summary.best_checkpoint.id
         else:
-            _warn(services, record.id, "the best checkpoint is older than the last three epochs: deploying the final model")
+            _warn(
+                services,
+                record.id,
+                "the best checkpoint is older than the last three epochs: deploying the final model",
+            )
     if not model:
         return _end(services, record.id, RunState.FAILED, "no_model", "the job succeeded without a fine_tuned_model")
     name = spec.name or _default_name(record.id)

@@ -251,9 +251,7 @@ def _validate(
     services: Services, blob: BlobClient, etag: str, container: str, validation_blob: str | None, spec: RunSpec
 ) -> tuple[ValidationReport, str]:
     digest = hashlib.sha256()
-    training = _hashing(
-        blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks(), digest
-    )
+    training = _hashing(blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks(), digest)
     validation = None
     if validation_blob:
         validation = services.blobs.get_blob_client(container, validation_blob).download_blob().chunks()
@@ -356,7 +354,9 @@ def ensure_imports(services: Services, run_id: str) -> RunRecord:
                 found = services.aoai.files.import_from_url(filename, url, purpose="fine-tune")
             except AzureOpenAIError as exc:
                 if getattr(exc, "status_code", None) == 400:
-                    return finish(services, run_id, getattr(exc, "code", None) or "import_failed", exc.message, RunState.FAILED)
+                    return finish(
+                        services, run_id, getattr(exc, "code", None) or "import_failed", exc.message, RunState.FAILED
+                    )
                 raise
             log.info("run %s: imported %s as %s", run_id, kind, found.id)
         file_obj = found

@@ -47,7 +47,9 @@ def _tags(record: RunRecord) -> dict[str, str]:
 class RunStore:
     """Run records and artifacts under `runs/<run_id>/` in the runs container."""
 
-    def __init__(self, container: ContainerClient, on_change: Callable[[RunRecord, RunState], None] | None = None) -> None:
+    def __init__(
+        self, container: ContainerClient, on_change: Callable[[RunRecord, RunState], None] | None = None
+    ) -> None:
         self.container = container
         self.on_change = on_change
         """Called after a write that changed a run's state, with the record and its previous state."""

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import cast
 
-from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
@@ -41,26 +39,25 @@ class Services:
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Services:
         storage = StorageConnection.from_settings(settings.storage_connection, os.environ if env is None else env)
         blobs = storage.blob_service_client()
-        credential: TokenCredential | None = None
-        if settings.azure_openai_api_key is None or _arm_configured(settings):
-            credential = _credential(settings)
+        key = settings.azure_openai_api_key
         aoai = AzureOpenAIClient(
             settings.azure_openai_endpoint,
             api_version=settings.azure_openai_api_version,
-            api_key=settings.azure_openai_api_key,
-            credential=credential if settings.azure_openai_api_key is None else None,
+            api_key=key,
+            credential=_credential(settings) if key is None else None,
         )
         deployments = None
         if _arm_configured(settings):
-            assert credential is not None
+            token = settings.azure_management_token
             deployments = DeploymentsClient(
                 settings.azure_management_endpoint,
                 subscription_id=settings.azure_subscription_id,
                 resource_group=settings.azure_resource_group,
                 account_name=settings.azure_openai_account_name,
                 api_version=settings.azure_management_api_version,
-                credential=credential,
-                max_retry_after=settings.lro_max_wait_seconds,
+                credential=_credential(settings) if token is None else None,
+                bearer_token=token,
+                max_poll_interval=settings.lro_max_wait_seconds,
             )
         events_queue = None
         if settings.events_queue:
@@ -91,23 +88,17 @@ def _arm_configured(settings: Settings) -> bool:
     return bool(settings.azure_subscription_id and settings.azure_resource_group and settings.azure_openai_account_name)
 
 
-class StaticTokenCredential:
-    """A fixed bearer token (the local emulator accepts any); never used in Azure."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + 3600)
-
-
 def _credential(settings: Settings) -> TokenCredential:
+    """Managed identity (user-assigned when AZURE_CLIENT_ID is set), else the developer's Azure login."""
+    return _default_credential(settings.azure_client_id)
+
+
+@lru_cache(maxsize=1)
+def _default_credential(client_id: str) -> TokenCredential:
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    if settings.azure_management_token is not None:
-        return cast(TokenCredential, StaticTokenCredential(settings.azure_management_token.get_secret_value()))
-    if settings.azure_client_id:
-        return ManagedIdentityCredential(client_id=settings.azure_client_id)
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
     return DefaultAzureCredential()
 
 

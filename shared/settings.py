@@ -20,7 +20,9 @@ BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
 class Settings(BaseSettings):
     """App settings. Secrets are `SecretStr`: they never show in a repr, a log or a record."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     # --- storage: containers and queues (the connection is `AzureWebJobsStorage`) ----------------------
     storage_connection: str = Field(
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     blob_trigger_source: BlobTriggerSource = Field(
         default="LogsAndContainerScan", description="EventGrid on Flex Consumption; polling elsewhere."
     )
-    training_poll_schedule: str = Field(default="0 */1 * * * *", description="NCRONTAB of the timer that advances runs.")
+    training_poll_schedule: str = Field(
+        default="0 */1 * * * *", description="NCRONTAB of the timer that advances runs."
+    )
 
     # --- Azure OpenAI ------------------------------------------------------------------------------------
     azure_openai_endpoint: str = Field(default="", description="https://<resource>.openai.azure.com")

@@ -35,9 +35,7 @@ class AlreadySubmitted(SubmissionError):
 
 def check_submission(name: str, metadata: Mapping[str, str]) -> dict[str, str]:
     if not _NAME.match(name) or ".." in name or name.endswith(".validation.jsonl"):
-        raise SubmissionError(
-            f"name {name!r} must be a relative blob name ending in .jsonl (letters, digits, . _ - /)"
-        )
+        raise SubmissionError(f"name {name!r} must be a relative blob name ending in .jsonl (letters, digits, . _ - /)")
     known = set(METADATA_FIELDS) | OTHER_METADATA
     unknown = sorted(k for k in metadata if k.lower() not in known)
     if unknown:
@@ -75,3 +73,25 @@ def submit_from_url(services: Services, url: str, name: str, metadata: Mapping[s
             return submit(services, name, response.iter_bytes(), metadata)
     except httpx.HTTPError as exc:
         raise SubmissionError(f"could not read {redact_url(url)}: {type(exc).__name__}") from None
+
+
+def drop_file(
+    services: Services,
+    path: str,
+    *,
+    name: str | None = None,
+    validation_path: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """Upload a local training file (and its validation companion first, if given) into the drop container."""
+    from pathlib import Path
+
+    name = name or Path(path).name
+    if validation_path:
+        companion = (name[: -len(".jsonl")] if name.endswith(".jsonl") else name) + ".validation.jsonl"
+        with open(validation_path, "rb") as fh:
+            services.blobs.get_blob_client(services.settings.drop_container, companion).upload_blob(
+                fh, overwrite=True, content_settings=ContentSettings(content_type="application/jsonl")
+            )
+    with open(path, "rb") as fh:
+        return submit(services, name, fh, metadata or {})

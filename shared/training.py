@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent
 from shared.claims import ClaimOutcome, claim
@@ -168,7 +168,7 @@ def ensure_job(services: Services, run_id: str) -> str:
                 model=spec.model,
                 training_file=record.files.training_file_id,
                 validation_file=record.files.validation_file_id,
-                hyperparameters=hyper or None if method is None else None,
+                hyperparameters=(hyper or None) if method is None else None,
                 suffix=spec.suffix,
                 seed=spec.seed,
                 method=method,
@@ -185,7 +185,7 @@ def ensure_job(services: Services, run_id: str) -> str:
             return False
         r.job.id = created.id
         r.job.status = created.status
-        r.job.created_at = created.created_at_dt
+        r.job.created_at = _dt(created.created_at)
         r.job.create_claim = None
         r.transition(RunState.TRAINING, f"job {created.id}")
         return True
@@ -195,7 +195,7 @@ def ensure_job(services: Services, run_id: str) -> str:
 
 
 def _find_job(services: Services, training_file_id: str) -> FineTuningJob | None:
-    for job in services.aoai.jobs.list():
+    for job in services.aoai.jobs.list(limit=100):
         if job.training_file == training_file_id:
             return job
     return None
@@ -208,7 +208,7 @@ def _poll_job(services: Services, record: RunRecord) -> str:
     state = job.state
     new_events: list[JobEvent] = []
     if state != "pending" or job.status != record.job.status:
-        new_events = services.aoai.jobs.events_since(job.id, record.job.last_event_id)
+        new_events = list(services.aoai.jobs.events(job.id, newer_than=record.job.last_event_id))
     if new_events:
         _merge_events(services, record.id, new_events)
     checkpoints: list[CheckpointInfo] = []
@@ -216,8 +216,8 @@ def _poll_job(services: Services, record: RunRecord) -> str:
         checkpoints = [
             CheckpointInfo(
                 id=c.id,
-                step_number=c.step_number,
-                fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
+                step_number=c.step_number or 0,
+                fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint or "",
                 metrics=dict(c.metrics or {}),
             )
             for c in services.aoai.jobs.checkpoints(job.id)
@@ -233,8 +233,8 @@ def _poll_job(services: Services, record: RunRecord) -> str:
         r.job.fine_tuned_model = job.fine_tuned_model
         r.job.trained_tokens = job.trained_tokens
         r.job.result_files = list(job.result_files or [])
-        r.job.estimated_finish = job.estimated_finish_dt
-        r.job.finished_at = job.finished_at_dt
+        r.job.estimated_finish = _dt(job.estimated_finish)
+        r.job.finished_at = _dt(job.finished_at)
         if new_events:
             r.job.last_event_id = new_events[0].id
             r.job.events_recorded += len(new_events)
@@ -266,6 +266,10 @@ def _poll_job(services: Services, record: RunRecord) -> str:
 
     services.store.update(record.id, mutate)
     return state
+
+
+def _dt(timestamp: int | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 
 
 def _merge_events(services: Services, run_id: str, new_events: list[JobEvent]) -> None:
