@@ -1,0 +1,128 @@
+"""Settings and host.json, read the way the Functions host reads them (the parts devhost uses)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("devhost")
+
+_EXPRESSION = re.compile(r"%([^%]+)%")
+
+
+class ConfigError(ValueError):
+    """A setting, binding expression or host.json value devhost cannot use."""
+
+
+def load_local_settings(path: Path, env: MutableMapping[str, str]) -> dict[str, Any]:
+    """Copy ``Values`` from local.settings.json into ``env``; variables already set win (as with ``func start``).
+
+    Returns the whole parsed file (``Host.LocalHttpPort`` etc.). A missing file is an empty one.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if data.get("IsEncrypted"):
+        raise ConfigError(f"{path}: IsEncrypted is true; devhost reads plain values only")
+    for key, value in (data.get("Values") or {}).items():
+        if key not in env and value is not None:
+            env[key] = str(value)
+    return dict(data)
+
+
+def resolve_expressions(value: str, env: Mapping[str, str], *, where: str) -> str:
+    """Replace ``%SETTING%`` with the setting's value, as the host does for binding properties."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(f"{where}: binding expression %{name}% names a setting that is not set")
+        return env[name]
+
+    return _EXPRESSION.sub(repl, value)
+
+
+def parse_timespan(value: Any, *, where: str) -> float:
+    """A .NET TimeSpan (``"00:05:00"``, ``"1.02:00:00"``) or a number of seconds -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    days = 0.0
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    if not match:
+        raise ConfigError(f"{where}: {value!r} is not a TimeSpan like 00:05:00")
+    if match.group(1):
+        days = float(match.group(1))
+    hours, minutes, seconds = float(match.group(2)), float(match.group(3)), float(match.group(4))
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What devhost honours from host.json (defaults are the host's own)."""
+
+    route_prefix: str = "api"
+    function_timeout: float | None = None
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    message_encoding: str = "base64"
+    batch_size: int = 16
+    max_polling_interval: float = 60.0
+
+    @classmethod
+    def load(cls, path: Path) -> HostConfig:
+        if not path.is_file():
+            log.warning("no host.json at %s: using the host's defaults", path)
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, where=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "host.json") -> HostConfig:
+        ext = data.get("extensions") or {}
+        http = ext.get("http") or {}
+        queues = ext.get("queues") or {}
+        timeout = data.get("functionTimeout")
+        encoding = str(queues.get("messageEncoding", "base64")).lower()
+        if encoding not in ("base64", "none"):
+            raise ConfigError(f"{where}: extensions.queues.messageEncoding must be base64 or none")
+        polling = queues.get("maxPollingInterval", "00:01:00")
+        if isinstance(polling, int | float):
+            polling_s = float(polling) / 1000.0  # the host reads a bare number as milliseconds
+        else:
+            polling_s = parse_timespan(polling, where=f"{where}: extensions.queues.maxPollingInterval")
+        return cls(
+            route_prefix=str(http.get("routePrefix", "api")).strip("/"),
+            function_timeout=(
+                None
+                if timeout in (None, "-1", -1)
+                else parse_timespan(timeout, where=f"{where}: functionTimeout")
+            ),
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout=parse_timespan(
+                queues.get("visibilityTimeout", "00:00:00"), where=f"{where}: extensions.queues.visibilityTimeout"
+            ),
+            message_encoding=encoding,
+            batch_size=max(1, min(32, int(queues.get("batchSize", 16)))),
+            max_polling_interval=polling_s,
+        )
+
+
+def default_host_id(app_dir: Path) -> str:
+    """Like the host's id: lowercase, letters/digits/dashes, at most 32 chars. Same app dir -> same id."""
+    explicit = os.environ.get("AzureFunctionsWebHost__hostid")
+    base = explicit or f"devhost-{app_dir.resolve().name}"
+    clean = re.sub(r"[^a-z0-9-]", "-", base.lower()).strip("-")
+    return (clean or "devhost")[:32].rstrip("-")
