@@ -278,7 +278,7 @@ class DeploymentsClient(BaseClient):
         return DeploymentPoller(self, name, response, deleting=True)
 
     def delete_and_wait(self, name: str, *, timeout: float | None = 3600.0) -> bool:
-        """Delete and wait until gone. True when a deployment was deleted, False when there was none."""
+        """Delete and wait until gone. True when the DELETE was accepted, False when the service answered 404."""
         poller = self.begin_delete(name)
         if poller is None:
             return False

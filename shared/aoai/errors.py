@@ -14,9 +14,10 @@ Every call of :mod:`shared.aoai` raises one of these, never a bare ``httpx`` or 
     │   ├── ConflictError                 409
     │   ├── RateLimitError                429 (throttling; retried by the transport before you see it)
     │   ├── InternalServerError           >= 500
-    │   ├── InsufficientQuotaError        code InsufficientQuota / quotaExceeded / insufficient_quota (any
-    │   │                                 status): a limit, not a throttle, so never retried
-    │   └── DeploymentLimitError          the per-resource cap of fine-tuned deployments (5) is reached
+    │   └── InsufficientQuotaError        code InsufficientQuota / quotaExceeded / insufficient_quota (any
+    │       │                             status): a limit, not a throttle, so never retried
+    │       └── DeploymentLimitError      the per-resource cap of fine-tuned deployments (5) is reached
+    │                                     (ARM answers it as InsufficientQuota; told apart by its message)
     ├── APIResponseValidationError        a 2xx answer that does not match the wire models
     ├── OperationFailedError              a long-running ARM operation ended Failed/Canceled (op's code/message)
     └── OperationTimeoutError             a long-running operation did not finish within the caller's timeout
@@ -79,8 +80,8 @@ DEPLOYMENT_LIMIT_CODES = frozenset(
     {"deploymentlimitexceeded", "deploymentlimitreached", "maxdeploymentsexceeded", "toomanydeployments"}
 )
 _DEPLOYMENT_CAP_RE = re.compile(
-    r"(?i)(?:(?:maximum|max|limit|cap)\b[^.]{0,60}\bdeployments?\b"
-    r"|\bdeployments?\b[^.]{0,60}\b(?:limit|maximum|exceed(?:s|ed)?|cap)\b)"
+    r"(?i)(?:\bnumber of|\bmaximum|\bmax\b|\blimit of)[^.]{0,60}\bdeployments\b"
+    r"|\bdeployments?\b[^.]{0,80}\b(?:limit|maximum|exceed(?:s|ed)?)\b"
 )
 
 
@@ -193,7 +194,7 @@ class InsufficientQuotaError(APIStatusError):
     """Out of quota (ARM ``InsufficientQuota``, data-plane ``quotaExceeded``): retrying will not help."""
 
 
-class DeploymentLimitError(APIStatusError):
+class DeploymentLimitError(InsufficientQuotaError):
     """The resource already has the maximum number of fine-tuned deployments (5)."""
 
 
@@ -290,12 +291,12 @@ def _parse_envelope(body: Any) -> tuple[str | None, str | None, str | None]:
 
 def _classify(status: int, code: str | None, message: str | None) -> type[APIStatusError]:
     lowered = (code or "").lower()
-    if lowered in QUOTA_CODES:
-        return InsufficientQuotaError
     if lowered in DEPLOYMENT_LIMIT_CODES:
         return DeploymentLimitError
     if status in (400, 403, 409, 429) and message and _DEPLOYMENT_CAP_RE.search(message):
         return DeploymentLimitError
+    if lowered in QUOTA_CODES:
+        return InsufficientQuotaError
     if status >= 500:
         return InternalServerError
     return _STATUS_CLASSES.get(status, APIStatusError)

@@ -96,6 +96,11 @@ def test_arm_envelope_insufficient_quota() -> None:
         ("DeploymentLimitExceeded", "too many"),
         ("InvalidResourceProperties", "The maximum number of fine-tuned model deployments (5) has been reached."),
         ("BadRequest", "Number of deployments exceeds the limit of 5 for this resource."),
+        (
+            "InsufficientQuota",
+            "The number of fine-tuned model deployments of this resource has reached the limit of 5. Delete a "
+            "fine-tuned deployment and try again.",
+        ),
     ],
 )
 def test_deployment_cap(code: str, message: str) -> None:
@@ -104,8 +109,12 @@ def test_deployment_cap(code: str, message: str) -> None:
 
 
 def test_insufficient_quota_message_is_not_a_deployment_cap() -> None:
-    body = '{"error": {"code": "InsufficientQuota", "message": "capacity of account deployment exceeds limit"}}'
-    assert type(error_from_response(response(409, body))) is InsufficientQuotaError
+    message = (
+        "The specified capacity '120' of account deployment is bigger than available capacity '0' for UsageName "
+        "'Tokens Per Minute (thousands) - GPT-35-Turbo'."
+    )
+    body = json.dumps({"error": {"code": "InsufficientQuota", "message": message}})
+    assert type(error_from_response(response(400, body))) is InsufficientQuotaError
 
 
 def test_numeric_string_code_from_gateway() -> None:
