@@ -1,0 +1,71 @@
+"""Emulator settings: command-line flags, each with an environment variable, and the durations they imply."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+DATA_PLANE_VERSIONS = ("2024-10-21", "2025-04-01-preview", "2023-05-15")
+PREVIEW_VERSIONS = ("2025-04-01-preview",)
+LEGACY_VERSIONS = ("2023-05-15",)
+V1_VERSIONS = ("v1", "preview")
+ARM_VERSIONS = ("2024-10-01", "2023-05-01")
+
+
+@dataclass
+class Config:
+    """Everything that shapes the emulator's behaviour; durations are in seconds at time scale 1."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    api_key: str | None = None
+    bearer_token: str | None = None
+    state_dir: str | None = None
+    time_scale: float = 1.0
+    job_seconds: float = 6.0
+    file_seconds: float = 1.0
+    deployment_seconds: float = 2.0
+    arm_retry_after: int = 1
+    quota_capacity: int = 1000
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_ft_deployments: int = 5
+    require_training_type: bool = False
+    fault_seed: int = 0
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    log_requests: bool = True
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+
+# flag name -> (env var, type, help)
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "api_key": ("EMULATOR_API_KEY", str, "key every data-plane request must carry (api-key header); unset: no check"),
+    "bearer_token": (
+        "EMULATOR_BEARER_TOKEN",
+        str,
+        "if set, the only Bearer token accepted; unset: any non-empty Bearer token is accepted",
+    ),
+    "state_dir": ("EMULATOR_STATE_DIR", str, "folder to persist files, jobs and deployments across restarts"),
+    "time_scale": ("EMULATOR_TIME_SCALE", float, "multiplier on every emulated duration (0.25 = four times faster)"),
+    "job_seconds": ("EMULATOR_JOB_SECONDS", float, "duration of a small fine-tuning job at time scale 1"),
+    "file_seconds": ("EMULATOR_FILE_SECONDS", float, "time a file spends pending+running before processed/error"),
+    "deployment_seconds": ("EMULATOR_DEPLOYMENT_SECONDS", float, "time a deployment takes to reach Succeeded"),
+    "arm_retry_after": ("EMULATOR_ARM_RETRY_AFTER", int, "Retry-After (s) sent with control-plane operations"),
+    "quota_capacity": ("EMULATOR_QUOTA_CAPACITY", int, "total deployment capacity (sku units) of the resource"),
+    "max_file_bytes": ("EMULATOR_MAX_FILE_BYTES", int, "largest fine-tune file accepted by validation"),
+    "max_ft_deployments": ("EMULATOR_MAX_FT_DEPLOYMENTS", int, "cap on fine-tuned deployments per resource"),
+    "fault_seed": ("EMULATOR_FAULT_SEED", int, "seed of the random draws of rate-based faults"),
+}
+
+
+def env_defaults() -> dict[str, Any]:
+    """Values taken from the environment (flags override them)."""
+    out: dict[str, Any] = {}
+    for name, (env, kind, _) in FLAGS.items():
+        raw = os.environ.get(env)
+        if raw not in (None, ""):
+            out[name] = kind(raw)
+    if os.environ.get("EMULATOR_REQUIRE_TRAINING_TYPE", "").lower() in ("1", "true", "yes"):
+        out["require_training_type"] = True
+    return out
