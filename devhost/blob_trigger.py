@@ -116,7 +116,7 @@ class BlobTriggerListener:
             match = self.regex.match(props.name)
             if not match:
                 continue
-            etag = str(props.etag)
+            etag = '"' + str(props.etag).strip('"') + '"'  # listings omit the quotes that HTTP ETags carry
             if (props.name, etag) in self.done:
                 continue
             self.process(props, etag, match.groupdict())

@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -100,15 +101,22 @@ class DevHost:
             port = int((self.local_settings.get("Host") or {}).get("LocalHttpPort") or 7071)
         return HttpListener(specs, self.rt, port, function_key, master_key)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop listening, let running invocations finish for up to SHUTDOWN_GRACE s; False if some did not."""
         self.rt.stop.set()
         if self.http is not None:
             self.http.stop()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
         for listener in self.listeners:
-            listener.thread.join(timeout=SHUTDOWN_GRACE)
-            if isinstance(listener, QueueTriggerListener):
-                listener.shutdown(wait=False)
+            listener.thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        queues = [x for x in self.listeners if isinstance(x, QueueTriggerListener)]
+        for queue in queues:
+            queue.shutdown(wait=False)
+        while any(q.inflight for q in queues) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        drained = not any(q.inflight for q in queues) and not any(x.thread.is_alive() for x in self.listeners)
         self.invoker.close()
+        return drained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,12 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host = DevHost(args)
         ready = host.start()
-    except (ConfigError, ConnectionSettingError, ImportError) as exc:
+    except (ConfigError, ConnectionSettingError) as exc:
         log.error("devhost cannot start: %s", exc)
+        return 2
+    except Exception:  # noqa: BLE001 - e.g. the app module fails to import: show why, exit non-zero
+        log.exception("devhost cannot start")
         return 2
     print(ready, flush=True)
     while not stopping.wait(0.5):
         pass
-    host.stop()
+    if not host.stop():
+        log.warning("invocations still running after %.0f s: exiting anyway (their messages/blobs will be "
+                    "retried, at-least-once)", SHUTDOWN_GRACE)
+        logging.shutdown()
+        os._exit(1)
     log.info("devhost stopped")
     return 0

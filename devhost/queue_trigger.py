@@ -28,7 +28,7 @@ from devhost.runtime import Runtime
 
 log = logging.getLogger("devhost")
 
-LOCK_SECONDS = 30  # how long a running message stays invisible between renewals (the host uses minutes)
+LOCK_SECONDS = 30  # how long a running message stays invisible between renewals; DEVHOST_QUEUE_LOCK_SECONDS
 
 
 class _KeepInvisible:
@@ -76,6 +76,7 @@ class QueueTriggerListener:
         self.queue = conn.queue_client(self.queue_name, message_encoding="none")
         self.poison_queue = conn.queue_client(f"{self.queue_name}-poison", message_encoding="none")
         self.batch = rt.host.batch_size
+        self.lock_seconds = max(2, int(rt.env.get("DEVHOST_QUEUE_LOCK_SECONDS") or LOCK_SECONDS))
         self.pool = ThreadPoolExecutor(max_workers=self.batch, thread_name_prefix=f"queue-{spec.name}")
         self.slots = threading.Semaphore(self.batch)
         self.inflight = 0
@@ -102,7 +103,7 @@ class QueueTriggerListener:
                 continue
             try:
                 messages = list(self.queue.receive_messages(messages_per_page=free, max_messages=free,
-                                                            visibility_timeout=LOCK_SECONDS))
+                                                            visibility_timeout=self.lock_seconds))
             except Exception:  # noqa: BLE001 - storage hiccups must not end the listener
                 log.exception("receiving from queue %s failed; retrying", self.queue_name)
                 messages = []
@@ -154,7 +155,7 @@ class QueueTriggerListener:
         )
 
     def handle(self, message: QueueMessage) -> None:
-        keeper = _KeepInvisible(self.queue, message, LOCK_SECONDS)
+        keeper = _KeepInvisible(self.queue, message, self.lock_seconds)
         detail = f"queue {self.queue_name} id={message.id} dequeue_count={message.dequeue_count}"
         try:
             value = self.build_argument(message, self.decode(message.content))
