@@ -220,6 +220,7 @@ def test_two_devhosts_deliver_each_message_and_blob_once(scenario: Scenario) -> 
 
     wait_for(lambda: len(scenario.records("queue_fn")) >= 31 and len(scenario.records("blob_client_fn")) >= 20,
              "31 messages and 20 blobs handled", timeout=40)
+    wait_for(lambda: scenario.records("queue_fn_slow_done"), "the slow message to finish", timeout=30)
     raw = scenario.connection.queue_client(name, message_encoding="none")
     wait_for(lambda: not _queue_texts(raw), "the queue to drain")
     queue.send_message("sentinel")
@@ -229,6 +230,7 @@ def test_two_devhosts_deliver_each_message_and_blob_once(scenario: Scenario) -> 
 
     bodies = sorted(r["body"] for r in scenario.records("queue_fn"))
     assert bodies == sorted([f"m{i}" for i in range(30)] + ["slow:4", "sentinel"])  # each exactly once
+    assert len(scenario.records("queue_fn_slow_done")) == 1
     blob_names = sorted(r["name"] for r in scenario.records("blob_client_fn"))
     assert blob_names == sorted([f"b{i:02}.txt" for i in range(20)] + ["sentinel.txt"])
     timer_pids = {r["pid"] for r in scenario.records("timer_fn")}

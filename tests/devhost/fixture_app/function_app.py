@@ -51,6 +51,7 @@ def queue_fn(msg: func.QueueMessage) -> None:
            inserted=str(msg.insertion_time), expires=str(msg.expiration_time), has_pop_receipt=bool(msg.pop_receipt))
     if body.startswith("slow"):
         time.sleep(float(body.split(":", 1)[1]))
+        record("queue_fn_slow_done", id=msg.id, dequeue_count=msg.dequeue_count)
     if body.startswith("fail"):
         raise ValueError(f"told to fail on {body}")
 
