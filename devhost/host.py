@@ -52,6 +52,8 @@ class DevHost:
         self.args = args
         self.app_dir = Path(args.app_dir).resolve()
         settings_path = Path(args.settings) if args.settings else self.app_dir / "local.settings.json"
+        if args.settings and not settings_path.is_file():
+            raise ConfigError(f"--settings {args.settings}: no such file")
         self.local_settings = load_local_settings(settings_path, os.environ)
         self.host_config = HostConfig.load(self.app_dir / "host.json")
         self.host_id = args.host_id or default_host_id(self.app_dir)

@@ -29,7 +29,8 @@ def ensure_blob(blob: BlobClient, data: bytes = b"") -> None:
     except ResourceExistsError:
         pass
     except HttpResponseError as exc:
-        if exc.error_code not in ("LeaseIdMissing", "BlobAlreadyExists"):  # leased by another holder: it exists
+        # leased by another holder: it exists
+        if getattr(exc, "error_code", None) not in ("LeaseIdMissing", "BlobAlreadyExists"):
             raise
 
 

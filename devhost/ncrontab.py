@@ -16,8 +16,10 @@ from devhost.config import ConfigError, parse_timespan
 
 _MONTHS = {m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)}
 _DAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
-_FIELDS = (("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day", 1, 31, {}),
-           ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS))
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day", 1, 31, {}),
+    ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS),
+)
 
 
 def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> list[int]:

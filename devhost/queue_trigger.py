@@ -144,7 +144,7 @@ class QueueTriggerListener:
             return body
         if annotation is str:
             return body.decode("utf-8")
-        return FuncQueueMessage(
+        return FuncQueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
             body=body,
             dequeue_count=message.dequeue_count,
