@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import httpx
@@ -85,7 +85,7 @@ class Files:
         """The whole content (use :meth:`stream_content` for large files)."""
         return self._c._send("GET", f"files/{seg(file_id)}/content", params=self._c._version).content
 
-    def stream_content(self, file_id: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+    def stream_content(self, file_id: str, chunk_size: int = 1 << 16) -> Generator[bytes, None, None]:
         """Yield the content in chunks without holding it in memory.
 
         The request is sent on the first ``next()``; wrap in ``contextlib.closing`` to stop early.
