@@ -192,12 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--location", default=None)
     args = parser.parse_args()
+    signals = {signal.SIGINT, signal.SIGTERM}
     with Azurite(args.location) as az:
+        # blocked only now (children inherit the mask); sigwait takes them, so the cleanup always runs
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         print(f"azurite ready: {az.connection_string}", flush=True)
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        signal.sigwait(signals)
 
 
 if __name__ == "__main__":
