@@ -113,3 +113,50 @@ def trained(emulator: EmulatorProcess) -> dict[str, Any]:
     final = wait_job(client, job.id)
     assert final.status == "succeeded", final
     return {"job": final, "training_file": train, "validation_file": valid}
+
+
+ARM = "2024-10-01"
+
+
+def arm_headers(emulator: EmulatorProcess) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emulator.bearer_token}"}
+
+
+def arm_put(emulator: EmulatorProcess, name: str, model: str, capacity: int = 1, **extra: Any) -> Any:
+    import httpx
+
+    body = {"sku": {"name": "Standard", "capacity": capacity},
+            "properties": {"model": {"format": "OpenAI", "name": model, "version": "1", **extra}}}
+    return httpx.put(emulator.arm_deployments_url(name), params={"api-version": ARM}, json=body,
+                     headers=arm_headers(emulator))
+
+
+def arm_get(emulator: EmulatorProcess, name: str) -> Any:
+    import httpx
+
+    return httpx.get(emulator.arm_deployments_url(name), params={"api-version": ARM}, headers=arm_headers(emulator))
+
+
+def arm_delete(emulator: EmulatorProcess, name: str) -> Any:
+    import httpx
+
+    return httpx.delete(emulator.arm_deployments_url(name), params={"api-version": ARM},
+                        headers=arm_headers(emulator))
+
+
+def deploy(emulator: EmulatorProcess, name: str, model: str, capacity: int = 1) -> dict[str, Any]:
+    """PUT a deployment and wait until it has left Accepted/Creating; returns the final deployment."""
+    response = arm_put(emulator, name, model, capacity)
+    assert response.status_code in (200, 201), response.text
+    final: dict[str, Any] = wait_for(lambda: arm_get(emulator, name).json(),
+                                     lambda d: d["properties"]["provisioningState"] not in ("Accepted", "Creating"))
+    return final
+
+
+@pytest.fixture
+def deployments(emulator: EmulatorProcess) -> Any:
+    """Names of deployments a test creates; each is deleted afterwards (the session emulator is shared)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        arm_delete(emulator, name)
