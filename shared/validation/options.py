@@ -1,0 +1,24 @@
+"""Knobs of a validation run; the defaults follow the Azure OpenAI limits (docs/azure-openai-contract.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB = 1024 * 1024
+
+
+class ValidationOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_bytes: int = Field(512 * MIB, gt=0, description="files above this are rejected (service limit: 512 MB)")
+    max_line_bytes: int = Field(32 * MIB, gt=0, description="longer lines are skipped unread (bounds memory)")
+    max_listed_errors: int = Field(100, ge=0, description="errors listed; counting goes on past it")
+    max_listed_warnings: int = Field(100, ge=0, description="warnings listed; counting goes on past it")
+    min_examples: int = Field(10, ge=0)
+    tokens_per_example_limit: int | None = Field(None, gt=0, description="overrides the model table")
+    price_per_million_tokens: float | None = Field(None, ge=0, description="training price; enables `cost`")
+    n_epochs: int | None = Field(None, gt=0, description="overrides the default-epochs rule")
+    check_secrets: bool = True
+    check_pii: bool = True
+    threads: int | None = Field(None, gt=0, description="tokenizer threads; default: CPU count (max 4)")
+    chunk_size: int = Field(1 * MIB, gt=0, description="bytes read per `.read(n)` call")
