@@ -87,7 +87,7 @@ class HostConfig:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(apply_overrides(data, os.environ), where=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "host.json") -> HostConfig:
@@ -118,6 +118,31 @@ class HostConfig:
             batch_size=max(1, min(32, int(queues.get("batchSize", 16)))),
             max_polling_interval=polling_s,
         )
+
+
+HOST_OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+
+
+def apply_overrides(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Apply app settings that override host.json, as the host does: `AzureFunctionsJobHost__a__b=v` sets a.b.
+
+    Keys match case-insensitively; the value stays a string (the readers above accept strings)."""
+    out: dict[str, Any] = json.loads(json.dumps(data))
+    for name, value in env.items():
+        if not name.startswith(HOST_OVERRIDE_PREFIX):
+            continue
+        parts = [p for p in name[len(HOST_OVERRIDE_PREFIX):].split("__") if p]
+        node = out
+        for part in parts[:-1]:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if parts:
+            key = next((k for k in node if k.lower() == parts[-1].lower()), parts[-1])
+            node[key] = value
+        log.info("host.json %s overridden by app setting %s", ".".join(parts), name)
+    return out
 
 
 def default_host_id(app_dir: Path) -> str:
