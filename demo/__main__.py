@@ -17,7 +17,7 @@ import time
 from devstack import REPO, Stack
 from shared.runs import RunRecord, RunState
 from shared.services import Services
-from shared.settings import Settings
+from shared.settings import settings_from_env
 from shared.submissions import drop_file
 
 DATA = REPO / "demo" / "data"
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"stack up: Azurite {stack.azurite.blob_endpoint}, emulator {stack.emulator_url}, "
                 f"devhost {stack.http_url}"
             )
-            services = Services.from_settings(Settings(**_settings_kwargs(stack.settings_env)), env=stack.settings_env)
+            services = Services.from_settings(settings_from_env(stack.settings_env), env=stack.settings_env)
             services.ensure_storage()
             metadata = {
                 "suffix": "contoso-support",
@@ -71,11 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     _print_summary(record)
     print(record.model_dump_json())
     return 0 if record.state == RunState.DEPLOYED else 1
-
-
-def _settings_kwargs(env: dict[str, str]) -> dict[str, str]:
-    fields = Settings.model_fields
-    return {k.lower(): v for k, v in env.items() if k.lower() in fields}
 
 
 def _follow(services: Services, run_id: str, timeout: float, say: object) -> RunRecord | None:

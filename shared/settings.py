@@ -8,6 +8,7 @@ by `shared.connections`, exactly as the Functions host reads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
@@ -89,3 +90,9 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Settings from an explicit mapping of app settings (the CLI, the demo, tests); empty values are unset."""
+    fields = Settings.model_fields
+    return Settings.model_validate({k.lower(): v for k, v in env.items() if k.lower() in fields and v != ""})

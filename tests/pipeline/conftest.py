@@ -1,0 +1,144 @@
+"""Pipeline fixtures: app settings pointing at the session's Azurite and emulator, with containers and
+queues of the test's own, and helpers that drive the real handlers in-process the way the host does."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.deploy import DeployRetry, handle_deploy_message
+from shared.ingest import handle_new_blob
+from shared.runs import RunRecord
+from shared.services import Services
+from shared.settings import settings_from_env
+from shared.training import tick
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_DATA = REPO / "demo" / "data"
+
+
+@pytest.fixture
+def app_env(azurite: Any, emulator: Any, unique_name: Callable[[str], str]) -> dict[str, str]:
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "DROP_CONTAINER": unique_name("drop"),
+        "RUNS_CONTAINER": unique_name("runs"),
+        "STAGING_CONTAINER": unique_name("staging"),
+        "DEPLOY_QUEUE": unique_name("deploy"),
+        "SUBMIT_QUEUE": unique_name("submit"),
+        "AZURE_OPENAI_ENDPOINT": emulator.base_url,
+        "AZURE_OPENAI_API_KEY": emulator.api_key,
+        "AZURE_MANAGEMENT_ENDPOINT": emulator.base_url,
+        "AZURE_MANAGEMENT_TOKEN": emulator.bearer_token,
+        "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+        "AZURE_RESOURCE_GROUP": "rg-test",
+        "AZURE_OPENAI_ACCOUNT_NAME": "aoai-test",
+        "LRO_MAX_WAIT_SECONDS": "0.5",
+        "CLAIM_TIMEOUT_SECONDS": "1",
+        "TRAINING_POLL_SCHEDULE": "*/1 * * * * *",
+        "DEPLOY_MAX_ATTEMPTS": "3",
+        "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
+        "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+    }
+
+
+@pytest.fixture
+def services(app_env: dict[str, str]) -> Services:
+    s = Services.from_settings(settings_from_env(app_env), env=app_env)
+    s.ensure_storage()
+    return s
+
+
+def chat_lines(n: int, *, tag: str = "", marker: str = "") -> bytes:
+    topics = ["invoices", "API keys", "storage quotas", "outages", "password resets", "regions", "SLAs", "exports"]
+    lines = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        lines.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {
+                            "role": "system",
+                            "content": "You are the Contoso Cloud support assistant. Be brief and exact.",
+                        },
+                        {
+                            "role": "user",
+                            "content": f"Question {i}{tag}: how do I handle {topic} for project {i}? {marker}".strip(),
+                        },
+                        {
+                            "role": "assistant",
+                            "content": f"For {topic} in project {i}, open Settings > {topic.title()} "
+                            f"and follow the steps shown there.",
+                        },
+                    ]
+                }
+            )
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass
+class Driver:
+    """Runs the app's handlers in-process, the way the host would: blob event, timer ticks, queue messages."""
+
+    services: Services
+
+    def drop(self, name: str, data: bytes, metadata: Mapping[str, str] | None = None) -> str:
+        blob = self.services.blobs.get_blob_client(self.services.settings.drop_container, name)
+        blob.upload_blob(data, overwrite=True, metadata=dict(metadata or {}))
+        return name
+
+    def blob_event(self, name: str) -> RunRecord | None:
+        blob = self.services.blobs.get_blob_client(self.services.settings.drop_container, name)
+        return handle_new_blob(self.services, blob)
+
+    def deliver_deploy_messages(self) -> int:
+        """Deliver what is on the deploy queue, with the host's retry count; returns messages handled."""
+        queue = self.services.queue(self.services.settings.deploy_queue)
+        handled = 0
+        for msg in queue.receive_messages(visibility_timeout=30, max_messages=16):
+            try:
+                handle_deploy_message(self.services, msg.content, msg.dequeue_count or 1)
+            except DeployRetry:
+                queue.update_message(msg, visibility_timeout=0)
+                continue
+            queue.delete_message(msg)
+            handled += 1
+        return handled
+
+    def run(
+        self,
+        run_id: str,
+        *,
+        until: Callable[[RunRecord], bool] | None = None,
+        timeout: float = 60.0,
+        deploy: bool = True,
+    ) -> RunRecord:
+        """Tick and deliver until the run is terminal (or `until` holds)."""
+        deadline = time.monotonic() + timeout
+        done = until or (lambda r: r.terminal)
+        while True:
+            record = self.services.store.get(run_id)
+            if done(record):
+                return record
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"run {run_id} still {record.state.value} after {timeout} s: "
+                    f"{record.model_dump_json(indent=1)[:2000]}"
+                )
+            tick(self.services)
+            if deploy:
+                self.deliver_deploy_messages()
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def driver(services: Services) -> Iterator[Driver]:
+    yield Driver(services)

@@ -1,0 +1,135 @@
+"""Deploy and measure against real Azurite and the emulator: metrics, charts, gate, deployment, smoke test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.deploy import DeployRetry, handle_deploy_message
+from shared.runs import RunRecord, RunState
+from shared.services import Services
+from shared.settings import settings_from_env
+from tests.pipeline.conftest import Driver, chat_lines
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _train(driver: Driver, name: str, data: bytes, metadata: dict[str, str] | None = None) -> RunRecord:
+    driver.drop(name, data, metadata)
+    record = driver.blob_event(name)
+    assert record is not None
+    return driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED or r.terminal, deploy=False)
+
+
+def test_succeeded_run_is_measured_deployed_and_smoke_tested(driver: Driver, services: Services) -> None:
+    record = _train(driver, "deploy-ok.jsonl", chat_lines(40), {"deployment_name": "ok-deploy"})
+    assert record.state == RunState.SUCCEEDED
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED, record.error
+
+    metrics = json.loads(services.store.get_artifact(record.id, "metrics.json") or b"{}")
+    assert metrics["columns"] == "current"
+    assert metrics["final_train_loss"] is not None and metrics["best_full_valid_loss"] is not None
+    assert metrics["tokens_billed"] == record.job.trained_tokens
+    for chart in ("loss.png", "accuracy.png"):
+        png = services.store.get_artifact(record.id, chart) or b""
+        assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+    csv = (services.store.get_artifact(record.id, "results.csv") or b"").decode()
+    assert csv.startswith("step,train_loss")
+
+    assert record.deployment.name == "ok-deploy" and record.deployment.model == record.job.fine_tuned_model
+    assert services.deployments is not None
+    deployed = services.deployments.get("ok-deploy")
+    assert deployed is not None and deployed.provisioning_state == "Succeeded"
+    assert deployed.model_name == record.job.fine_tuned_model
+    smoke = record.deployment.smoke_test
+    assert smoke is not None and smoke.status == "passed" and smoke.answer and smoke.latency_ms >= 0
+    assert "Settings >" in smoke.answer  # answered from the training data, so the smoke test means something
+    states = [h.state for h in record.history]
+    assert states[-3:] == [RunState.SUCCEEDED, RunState.DEPLOYING, RunState.DEPLOYED]
+
+
+def test_quality_gate_failure_ends_gated_with_nothing_deployed(driver: Driver, services: Services) -> None:
+    record = _train(
+        driver, "gated.jsonl", chat_lines(40), {"deployment_name": "gated-deploy", "gate_max_full_valid_loss": "0.0001"}
+    )
+    record = driver.run(record.id)
+    assert record.state == RunState.GATED
+    assert record.error is not None and record.error.code == "quality_gate"
+    assert "full_valid_loss" in record.error.message and "above the limit 0.0001" in record.error.message
+    assert record.gate is not None and record.gate["passed"] is False
+    assert services.deployments is not None and services.deployments.get("gated-deploy") is None
+    assert services.store.get_artifact(record.id, "metrics.json") is not None  # measured all the same
+
+
+def test_safety_evaluation_refusal_fails_the_run_with_its_message(driver: Driver, services: Services) -> None:
+    record = _train(
+        driver,
+        "unsafe.jsonl",
+        chat_lines(12, marker="EMULATOR_SCENARIO:safety_eval_failure"),
+        {"validation_split": "0", "deployment_name": "unsafe-deploy"},
+    )
+    record = driver.run(record.id)
+    assert record.state == RunState.FAILED
+    assert record.error is not None and "unable to be deployed" in record.error.message
+    assert services.deployments is not None and services.deployments.get("unsafe-deploy") is None
+
+
+def test_quota_error_is_retried_then_fails_with_the_service_words(
+    driver: Driver, services: Services, emulator: Any
+) -> None:
+    record = _train(driver, "quota.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "q-deploy"})
+    emulator.set_scenario("quota", available_capacity=0)
+    body = json.dumps({"run_id": record.id})
+    for attempt in (1, 2):
+        with pytest.raises(DeployRetry):
+            handle_deploy_message(services, body, attempt)
+        during = services.store.get(record.id)
+        assert during.state == RunState.DEPLOYING
+        assert during.deployment.last_error is not None and "InsufficientQuota" in during.deployment.last_error.code
+    with pytest.raises(DeployRetry):  # the last try: the run is failed and the message goes to poison
+        handle_deploy_message(services, body, 3)
+    record = services.store.get(record.id)
+    assert record.state == RunState.FAILED
+    assert record.error is not None and "InsufficientQuota" in record.error.code
+    assert "capacity" in record.error.message and "gave up after 3 tries" in record.error.message
+    assert record.deployment.attempts == 3
+
+
+def test_duplicate_deploy_message_deploys_once(driver: Driver, services: Services, emulator: Any) -> None:
+    record = _train(driver, "twice.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "twice"})
+    queue = services.queue(services.settings.deploy_queue)
+    queue.send_message(json.dumps({"run_id": record.id}))  # a second copy of the timer's message
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED
+    assert queue.peek_messages(max_messages=5) == []
+    assert services.deployments is not None
+    assert [d.name for d in services.deployments.list()].count("twice") == 1
+    puts = [line for line in emulator.log_text().splitlines() if "PUT" in line and "/deployments/twice" in line]
+    assert len(puts) == 1
+    # a redelivery after the end changes nothing
+    assert handle_deploy_message(services, json.dumps({"run_id": record.id})) is not None
+    assert services.store.get(record.id).state == RunState.DEPLOYED
+
+
+def test_existing_deployment_with_same_model_is_success(driver: Driver, services: Services) -> None:
+    record = _train(driver, "exists.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "pre"})
+    assert services.deployments is not None and record.job.fine_tuned_model
+    services.deployments.create_or_update_and_wait("pre", model_name=record.job.fine_tuned_model)
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED and record.deployment.provisioning_state == "Succeeded"
+
+
+def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], emulator: Any, azurite: Any) -> None:
+    env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15"}
+    services = Services.from_settings(settings_from_env(env), env=env)
+    services.ensure_storage()
+    driver = Driver(services)
+    record = _train(driver, "legacy.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "legacy"})
+    assert record.state == RunState.SUCCEEDED, record.error
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED, record.error
+    assert record.metrics is not None and record.metrics["columns"] == "legacy"
+    assert record.metrics["final_train_loss"] is not None
