@@ -1,0 +1,227 @@
+"""Command line for people preparing a drop: `python -m shared.cli SUBCOMMAND ...`.
+
+    python -m shared.cli validate PATH [--validation PATH] [--model MODEL] [--json]
+    python -m shared.cli convert IN OUT [--model MODEL] [--split FRACTION] [--validation-out PATH]
+
+Exit status: 0 success (valid), 1 the data is invalid or cannot be converted, 2 unusable arguments or an
+unreadable path. One function per subcommand (`cmd_<name>`), registered in `build_parser`; add a
+subcommand by adding a `_add_<name>` that sets `func`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+class _Usage(Exception):
+    """Unusable arguments or an unreadable path: exit 2."""
+
+
+def _fraction(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not 0.0 < f < 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1 (exclusive)")
+    return f
+
+
+def _readable(path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise _Usage(f"{path}: no such file")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot be read ({exc.strerror})") from exc
+    return p
+
+
+# ---- validate ---------------------------------------------------------------------------------------
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("validate", help="check a JSONL training file before dropping it")
+    p.add_argument("path", help="training file (JSONL)")
+    p.add_argument("--validation", metavar="PATH", help="validation file (JSONL)")
+    p.add_argument("--model", default=None, help="target base model (default: gpt-4o-mini-2024-07-18)")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
+    p.add_argument("--max-bytes", type=int, metavar="N", help="file size limit in bytes (default 512 MB)")
+    p.add_argument("--min-examples", type=int, metavar="N", help="minimum examples (default 10)")
+    p.add_argument("--max-listed", type=int, metavar="N", help="errors and warnings listed (default 100)")
+    p.add_argument("--tokens-limit", type=int, metavar="N", help="tokens per example (default: per model)")
+    p.add_argument("--price", type=float, metavar="USD", help="price per million training tokens")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs for the estimate (default: the service rule)")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from shared.validation import DEFAULT_MODEL, ValidationOptions, validate
+
+    training = _readable(args.path)
+    validation = _readable(args.validation) if args.validation else None
+    overrides = {
+        "max_bytes": args.max_bytes,
+        "min_examples": args.min_examples,
+        "max_listed_errors": args.max_listed,
+        "max_listed_warnings": args.max_listed,
+        "tokens_per_example_limit": args.tokens_limit,
+        "price_per_million_tokens": args.price,
+        "n_epochs": args.epochs,
+    }
+    try:
+        options = ValidationOptions(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise _Usage(f"invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    with open(training, "rb") as train_f:
+        if validation is not None:
+            with open(validation, "rb") as valid_f:
+                report = validate(train_f, validation=valid_f, model=args.model or DEFAULT_MODEL, options=options)
+        else:
+            report = validate(train_f, model=args.model or DEFAULT_MODEL, options=options)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(summary(report, str(training), str(validation) if validation else None))
+    return EXIT_OK if report.valid else EXIT_INVALID
+
+
+def summary(report: object, training: str, validation: str | None = None) -> str:
+    """The human-readable form of a report."""
+    from shared.validation import Distribution, ValidationReport
+
+    assert isinstance(report, ValidationReport)
+    out: list[str] = []
+    verdict = "VALID" if report.valid else "INVALID"
+    out.append(f"{training}: {verdict} for {report.model}")
+    enc = report.encoding or "unreadable"
+    out.append(
+        f"  {report.examples:,} examples, format {report.format or '-'}, {enc}, "
+        f"{report.line_endings} line endings, {report.bytes:,} bytes"
+    )
+    if report.validation is not None and validation:
+        v = report.validation
+        out.append(f"  validation {validation}: {v.examples:,} examples, format {v.format or '-'}, {v.encoding or '-'}")
+    t = report.tokens
+    if t is not None:
+        out.append(
+            f"  tokens ({t.tokenizer}): {t.total:,} in all, limit {t.tokens_per_example_limit:,} per example, "
+            f"{t.examples_over_limit:,} over it"
+        )
+
+        def row(name: str, d: Distribution | None) -> None:
+            if d is not None:
+                out.append(
+                    f"    {name:<18} min {d.min:g}  p10 {d.p10:g}  median {d.median:g}  mean {d.mean:g}  "
+                    f"p90 {d.p90:g}  max {d.max:g}"
+                )
+
+        row("messages/example", t.messages_per_example)
+        row("tokens/example", t.tokens_per_example)
+        row("assistant tokens", t.assistant_tokens_per_example)
+    e = report.estimate
+    if e is not None:
+        cost = f", about {e.cost:,.2f} at {e.price_per_million_tokens:g} per million" if e.cost is not None else ""
+        out.append(f"  estimate: {e.n_epochs} epochs ({e.epochs_source}), {e.billed_tokens:,} billed tokens{cost}")
+    for title, issues, total in (
+        ("errors", report.errors, report.error_count),
+        ("warnings", report.warnings, report.warning_count),
+    ):
+        if total:
+            more = f" ({len(issues)} listed)" if len(issues) < total else ""
+            out.append(f"{total:,} {title}{more}:")
+            for i in issues:
+                where = f"line {i.line}" if i.line is not None else "file"
+                prefix = "validation " if i.file == "validation" else ""
+                out.append(f"  {prefix}{where}: [{i.code}] {i.message}")
+    return "\n".join(out)
+
+
+# ---- convert ----------------------------------------------------------------------------------------
+
+
+def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("convert", help="CSV, TSV, XLSX, JSON or JSONL to fine-tuning JSONL")
+    p.add_argument("input", help="input file (.csv, .tsv, .xlsx, .json, .jsonl)")
+    p.add_argument("output", help="output JSONL (the training part with --split)")
+    p.add_argument("--model", default=None, help="target base model: chat records unless babbage-002/davinci-002")
+    p.add_argument("--split", type=_fraction, metavar="FRACTION", help="also write a validation set of this share")
+    p.add_argument(
+        "--validation-out", metavar="PATH", help="validation output with --split (default: OUT with .validation)"
+    )
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from shared.validation import DEFAULT_MODEL
+    from shared.validation.convert import ConversionError, convert
+
+    source = _readable(args.input)
+    out_path = Path(args.output)
+    valid_path = None
+    if args.split is not None:
+        valid_path = Path(args.validation_out) if args.validation_out else out_path.with_suffix(".validation.jsonl")
+    elif args.validation_out:
+        raise _Usage("--validation-out needs --split")
+    if out_path.resolve() == source.resolve() or (valid_path and valid_path.resolve() == source.resolve()):
+        raise _Usage("the output would overwrite the input")
+    try:
+        with open(out_path, "wb") as out:
+            if valid_path is not None:
+                with open(valid_path, "wb") as vout:
+                    result = convert(
+                        source, out, model=args.model or DEFAULT_MODEL, fraction=args.split, valid_out=vout
+                    )
+            else:
+                result = convert(source, out, model=args.model or DEFAULT_MODEL)
+    except ConversionError as exc:
+        print(f"{source}: cannot convert: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        raise _Usage(f"cannot write {exc.filename}: {exc.strerror}") from exc
+    skipped = f", {result.skipped} empty rows skipped" if result.skipped else ""
+    print(f"{source} ({result.input_format}): {result.written:,} examples{skipped}")
+    if valid_path is not None:
+        print(f"  {out_path}: {result.train_examples:,} training examples")
+        print(f"  {valid_path}: {result.valid_examples:,} validation examples")
+    else:
+        print(f"  written to {out_path}")
+    print(f"next: python -m shared.cli validate {out_path}" + (f" --validation {valid_path}" if valid_path else ""))
+    return EXIT_OK
+
+
+# ---- entry point ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_validate(sub)
+    _add_convert(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on unusable arguments
+    try:
+        code: int = args.func(args)
+    except _Usage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
