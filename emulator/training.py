@@ -13,6 +13,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 METRIC_KEYS = (
@@ -96,14 +97,22 @@ def step_offset(plan: dict[str, Any], step: int) -> float:
 
 
 def metrics(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per step: a noisy exponential loss decay and a rising token accuracy, seeded."""
-    rng = random.Random(f"{plan['seed']}:{plan['data_sha']}:{plan['n_epochs']}:{plan['batch_size']}")
-    total = plan["total_steps"]
-    per_epoch = plan["steps_per_epoch"]
+    """One row per step: a noisy exponential loss decay and a rising token accuracy, seeded.
+
+    Cached (rows are shared: callers copy before changing one).
+    """
+    return _metrics(plan["seed"], plan["data_sha"], plan["n_epochs"], plan["batch_size"], plan["total_steps"],
+                    plan["steps_per_epoch"], plan["has_validation"])
+
+
+@lru_cache(maxsize=256)
+def _metrics(seed: int, data_sha: str, n_epochs: int, batch_size: int, total: int, per_epoch: int,
+             has_validation: bool) -> list[dict[str, Any]]:
+    rng = random.Random(f"{seed}:{data_sha}:{n_epochs}:{batch_size}")
     start = 1.6 + 0.9 * rng.random()
     floor = 0.04 + 0.12 * rng.random()
     rate = 3.0 + 1.5 * rng.random()
-    eval_every = max(1, per_epoch // 2) if plan["has_validation"] else 0
+    eval_every = max(1, per_epoch // 2) if has_validation else 0
     rows = []
     for step in range(1, total + 1):
         progress = step / total
@@ -116,7 +125,7 @@ def metrics(plan: dict[str, Any]) -> list[dict[str, Any]]:
             vloss = smooth * 1.1 * (1 + rng.gauss(0, 0.04)) + 0.02
             row["valid_loss"] = round(vloss, 5)
             row["valid_mean_token_accuracy"] = round(max(0.0, acc - 0.03 + rng.gauss(0, 0.01)), 5)
-        if plan["has_validation"] and step % per_epoch == 0:
+        if has_validation and step % per_epoch == 0:
             row["full_valid_loss"] = round(smooth * 1.12 + 0.02, 5)
             row["full_valid_mean_token_accuracy"] = round(max(0.0, acc - 0.035), 5)
         rows.append(row)
