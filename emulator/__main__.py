@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
@@ -22,8 +23,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     env = env_defaults()
     parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=defaults.port, help="port; 0 picks a free one (default 8089)")
+    parser.add_argument("--host", default=os.environ.get("EMULATOR_HOST", "127.0.0.1"),
+                        help="interface to listen on (env EMULATOR_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", defaults.port)),
+                        help="port; 0 picks a free one (env EMULATOR_PORT; default 8089)")
     for name, (env_var, kind, text) in FLAGS.items():
         parser.add_argument(
             "--" + name.replace("_", "-"),

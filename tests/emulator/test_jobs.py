@@ -256,7 +256,7 @@ def test_status_spellings_per_api_version(emulator: EmulatorProcess, aoai: Azure
 
 def test_pause_and_resume_are_preview_only(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
     preview = make_client(emulator, PREVIEW)
-    emulator.configure(job_seconds=40)
+    emulator.configure(job_seconds=20)
     job = create_job(preview, processed_file(aoai))
     running = wait_for(lambda: preview.fine_tuning.jobs.retrieve(job.id), lambda j: j.status == "running")
     assert running.estimated_finish is not None

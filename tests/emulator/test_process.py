@@ -77,14 +77,14 @@ def test_no_key_configured_accepts_anything_and_reset_forgets() -> None:
 
 def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    with start_emulator(state_dir=state, time_scale=1.0) as first:
+    with start_emulator(state_dir=state, time_scale=0.5) as first:
         client = make_client(first)
         file_id = wait_file(client, upload(client, chat_jsonl()).id).id
         job = create_job(client, file_id, seed=5)
         assert arm_put(first, "base-dep", "gpt-4o-2024-08-06").status_code == 201
         assert client.fine_tuning.jobs.retrieve(job.id).status == "pending"
     assert (state / "state.json").exists() and (state / "files" / file_id).exists()
-    with start_emulator(state_dir=state, time_scale=1.0) as second:
+    with start_emulator(state_dir=state, time_scale=0.5) as second:
         client = make_client(second)
         assert client.files.retrieve(file_id).status == "processed"
         assert client.files.content(file_id).content == chat_jsonl()
