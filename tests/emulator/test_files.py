@@ -174,3 +174,27 @@ def test_list_pagination_with_after_and_limit(emulator: EmulatorProcess, aoai: A
     paged = [f.id for f in aoai.files.list(limit=2)]
     assert ids <= set(paged)
     assert len(paged) == len(set(paged))
+
+
+def test_import_from_an_azurite_blob_with_a_sas_url(aoai: AzureOpenAI, emulator: EmulatorProcess,
+                                                    azurite: object, blob_service: object) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+
+    assert isinstance(blob_service, BlobServiceClient)
+    container = blob_service.create_container("emu-import-" + datetime.now(UTC).strftime("%H%M%S%f"))
+    content = chat_jsonl(12, bom=True)
+    container.upload_blob("train.jsonl", content)
+    sas = generate_blob_sas(
+        account_name=blob_service.account_name or "", container_name=container.container_name,
+        blob_name="train.jsonl", account_key=blob_service.credential.account_key,
+        permission=BlobSasPermissions(read=True), expiry=datetime.now(UTC) + timedelta(minutes=10))
+    url = f"{container.url}/train.jsonl?{sas}"
+    response = aoai.post("/files/import", cast_to=dict, body={
+        "purpose": "fine-tune", "filename": "from-azurite.jsonl", "content_url": url})
+    final = wait_file(aoai, response["id"])
+    assert final.status == "processed" and final.bytes == len(content)
+    assert aoai.files.content(final.id).content == content
+    signature = sas.split("sig=")[1].split("&")[0]
+    assert signature not in emulator.log_text()
