@@ -10,7 +10,9 @@ JSONL to JSONL). The report fields and every issue code are documented in docs/v
 
 from .codes import CODES, Code
 from .options import ValidationOptions
+from .reading import SourceError
 from .report import Distribution, Estimate, FileSummary, Issue, TokenStats, ValidationReport
+from .split import SplitResult, split_examples
 from .validator import DEFAULT_MODEL, validate
 
 __all__ = [
@@ -21,8 +23,11 @@ __all__ = [
     "Estimate",
     "FileSummary",
     "Issue",
+    "SourceError",
+    "SplitResult",
     "TokenStats",
     "ValidationOptions",
     "ValidationReport",
+    "split_examples",
     "validate",
 ]

@@ -25,6 +25,8 @@ COMPLETION_KEYS = frozenset({"prompt", "completion"})
 PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DATA_URL = re.compile(r"data:image/(?:png|jpeg|jpg|gif|webp);base64,[A-Za-z0-9+/=\s]+", re.IGNORECASE)
+_SIMPLE_ROLES = frozenset({"system", "user", "assistant"})
+_SIMPLE_KEYS = frozenset({"role", "content", "weight"})
 _DETAILS = frozenset({"low", "high", "auto"})
 
 RoleTokens = Callable[[str], int]
@@ -182,6 +184,33 @@ def check_messages(
     weights: list[int] = []
     last_role = ""
     for i, msg in enumerate(messages):
+        # fast path for the common message: {"role": system|user|assistant, "content": str, "weight"?: 0|1}
+        if type(msg) is dict and not pending_calls and not pending_function:
+            role = msg.get("role")
+            content = msg.get("content")
+            if type(content) is str and role in _SIMPLE_ROLES and msg.keys() <= _SIMPLE_KEYS:
+                weight = msg.get("weight", 1)
+                if role == "assistant" and type(weight) is int and (weight == 0 or weight == 1):
+                    weights.append(weight)
+                    has_assistant = True
+                    ex.assistant_texts.append(content)
+                    if not content:
+                        ex.problem(Code.EMPTY_ASSISTANT_REPLY, f"{where}[{i}] is an assistant reply with empty content")
+                elif "weight" not in msg:
+                    if role == "user":
+                        ex.has_user = True
+                    else:
+                        ex.has_system = True
+                    ex.texts.append(content)
+                    if not content:
+                        ex.problem(Code.EMPTY_CONTENT, f"{where}[{i}] ({role}) has empty content")
+                else:
+                    role = None  # weight on a non-assistant message, or a bad weight: the full checks below
+                if role is not None:
+                    ex.messages += 1
+                    ex.fixed += TOKENS_PER_MESSAGE + role_tokens(role)
+                    last_role = role
+                    continue
         if not isinstance(msg, dict):
             ex.problem(Code.INVALID_MESSAGE, f"{where}[{i}] must be an object, not {_kind(msg)}")
             continue

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 _SECRETS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     ("OpenAI-style API key", re.compile(rb"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")),
     ("bearer token", re.compile(rb"(?i)\bbearer[ \t]+[A-Za-z0-9\-._~+/]{20,}=*")),
-    ("private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
     ("AWS access key id", re.compile(rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
     ("GitHub token", re.compile(rb"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{30,}")),
     ("Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
@@ -34,6 +33,7 @@ _SECRETS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
         ),
     ),
 )
+_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=."
 _RUN_SHAPE = bytes(97 if bytes([c]) in _TOKEN_CHARS else 32 for c in range(256))  # token char -> 'a'
 _RUN = b"a" * 16
@@ -139,6 +139,10 @@ class SensitiveScanner:
                         value = m.group(m.lastindex or 0)
                         record(m.start(), kind, True, mask_secret, value)
                 at = shape.find(_RUN, run_end)
+            for at in _occurrences(block, b"PRIVATE KEY-----"):  # a key header has no long run of its own
+                m = _PRIVATE_KEY.search(block, max(0, at - _BACK), at + 16)
+                if m:
+                    record(m.start(), "private key", True, mask_secret, m.group())
         if self.pii:
             for at in _occurrences(block, b"@"):
                 m = _EMAIL.search(block, max(0, at - 64), at + 256)

@@ -33,7 +33,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+_raw_decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
+
+
+def _decode(text: str) -> Any:
+    """json.loads for a stripped line, minus its whitespace handling (the line has none at either end)."""
+    obj, end = _raw_decode(text)
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
 
 
 @dataclass
