@@ -133,6 +133,8 @@ def _overfitting(summary: MetricsSummary) -> GateCheck:
 def _format_pair(value: float, limit: float) -> tuple[str, str]:
     """Both numbers with the same decimals (at least 2), enough to tell them apart: 0.82 / 0.50, 0.5004 / 0.5000."""
     decimals = 2
+    while decimals < 6 and round(limit, decimals) != limit:
+        decimals += 1  # never show a limit rounded: 0.0001 stays 0.0001
     while decimals < 6 and value != limit and f"{value:.{decimals}f}" == f"{limit:.{decimals}f}":
         decimals += 1
     return f"{value:.{decimals}f}", f"{limit:.{decimals}f}"

@@ -36,7 +36,7 @@ from shared.runs import (
 from shared.sas import blob_read_url
 from shared.services import Services
 from shared.spec import SpecError, build_spec, parse_profile, profile_blob_name
-from shared.validation import ValidationOptions, ValidationReport, split_examples, validate
+from shared.validation import Issue, ValidationOptions, ValidationReport, split_examples, validate
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         r.source.sha256 = sha256
         r.files = files
         for warning in report.warnings[:5]:
-            r.warn(f"line {warning.line}: {warning.message}" if warning.line else warning.message)
+            r.warn(_issue_text(warning))
         r.transition(RunState.IMPORTING, f"{report.examples} examples, format {report.format}")
         return True
 
@@ -195,7 +195,7 @@ def resolve_spec(services: Services, blob_name: str, metadata: dict[str, str]) -
 
 def check_model(services: Services, model: str) -> str | None:
     """None when `model` can be fine-tuned here; otherwise which of the usual three causes it is."""
-    models = services.aoai.models.list()
+    models = list(services.aoai.models.list())
     tunable = sorted(m.id for m in models if m.capabilities.fine_tune)
     found = next((m for m in models if m.id == model), None)
     if found is None:
@@ -265,20 +265,25 @@ def _validate(
 
 
 def _summary(report: ValidationReport) -> ValidationSummary:
-    billed = report.estimate.get("billed_tokens") if isinstance(report.estimate, dict) else None
     return ValidationSummary(
         valid=report.valid,
         format=report.format,
         examples=report.examples,
         errors=report.error_count,
         warnings=report.warning_count,
-        billed_tokens=billed if isinstance(billed, int) else None,
-        first_errors=[f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:5]],
+        billed_tokens=report.estimate.billed_tokens if report.estimate else None,
+        first_errors=[_issue_text(e) for e in report.errors[:5]],
     )
 
 
+def _issue_text(issue: Issue) -> str:
+    where = "validation file " if issue.file == "validation" else ""
+    at = f"{where}line {issue.line}: " if issue.line else (f"{where}: " if where else "")
+    return f"{at}[{issue.code}] {issue.message}"
+
+
 def _rejection_message(report: ValidationReport) -> str:
-    head = "; ".join(f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:3])
+    head = "; ".join(_issue_text(e) for e in report.errors[:3])
     more = report.error_count - min(3, len(report.errors))
     tail = f" (and {more} more; the full report is validation.json beside the run)" if more > 0 else ""
     return f"the training data is invalid: {head}{tail}"
