@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_validate(sub)
     _add_convert(sub)
+    from shared.runs_cli import add_run_commands  # drop, runs, status (need storage; imported lazily)
+
+    add_run_commands(sub)
     return parser
 
 
