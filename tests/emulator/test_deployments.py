@@ -105,9 +105,12 @@ def test_put_is_a_long_running_operation(emulator: EmulatorProcess, trained: dic
     name = _name()
     deployments.append(name)
     model = trained["job"].fine_tuned_model
-    response = arm_put(emulator, name, model)
+    source = f"/subscriptions/{SUB}/resourceGroups/other-rg/providers/Microsoft.CognitiveServices/accounts/src"
+    response = arm_put(emulator, name, model, source=source)
     assert response.status_code == 201
     assert response.json()["properties"]["provisioningState"] == "Accepted"
+    assert response.json()["properties"]["model"] == {"format": "OpenAI", "name": model, "version": "1",
+                                                      "source": source}
     assert response.headers["retry-after"] == "1"
     operation_url = response.headers["azure-asyncoperation"]
     assert operation_url.startswith(f"{emulator.base_url}/subscriptions/{SUB}/providers/Microsoft.CognitiveServices/"
