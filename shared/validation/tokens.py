@@ -40,9 +40,36 @@ _I64 = npt.NDArray[np.int64]
 _U32 = npt.NDArray[np.uint32]
 
 
+@dataclass(frozen=True)
+class _Core:
+    """What counting needs of an encoding: the Rust BPE core and the separator's token id."""
+
+    bpe: Any
+    separator_id: int
+
+
 @lru_cache(maxsize=4)
-def get_encoding(name: str) -> tiktoken.Encoding:
-    return tiktoken.get_encoding(name)
+def _load_core(name: str) -> _Core:
+    """The BPE core for `name`, without the Python copy of its ranks when possible.
+
+    `tiktoken.Encoding` keeps the ranks dict (200,000 bytes objects, about 25 MB for o200k_base) after the
+    Rust core has its own copy; the validator only encodes, so it builds the core from the registered
+    constructor and lets the dict go. That is a quarter of the 150 MB budget for a 512 MB file. Any
+    surprise in tiktoken's internals falls back to the public `get_encoding`.
+    """
+    try:
+        from tiktoken import _tiktoken  # type: ignore[attr-defined]
+        from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS  # type: ignore[import-untyped]
+
+        spec = ENCODING_CONSTRUCTORS[name]()
+        bpe = _tiktoken.CoreBPE(spec["mergeable_ranks"], spec["special_tokens"], spec["pat_str"])
+        core = _Core(bpe, int(spec["special_tokens"][_SEPARATOR]))
+        del spec
+        bpe.encode_to_tiktoken_buffer("", {_SEPARATOR})
+        return core
+    except Exception:  # noqa: BLE001 - any mismatch with tiktoken's internals: use the public API
+        enc = tiktoken.get_encoding(name)
+        return _Core(enc._core_bpe, enc.encode_single_token(_SEPARATOR))
 
 
 class Tokenizer:
@@ -50,17 +77,17 @@ class Tokenizer:
 
     def __init__(self, encoding_name: str) -> None:
         self.name = encoding_name
-        self._enc = get_encoding(encoding_name)
-        core = getattr(self._enc, "_core_bpe", None)
-        self._buffer_encode = getattr(core, "encode_to_tiktoken_buffer", None)
-        self._sep_id: int = self._enc.encode_single_token(_SEPARATOR)
+        core = _load_core(encoding_name)
+        self._bpe = core.bpe
+        self._buffer_encode = getattr(core.bpe, "encode_to_tiktoken_buffer", None)
+        self._sep_id = core.separator_id
         self._role_cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
         try:
-            return len(self._enc.encode_ordinary(text))
-        except UnicodeEncodeError:  # pragma: no cover - tiktoken already repairs surrogates
-            return len(self._enc.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+            return len(self._bpe.encode_ordinary(text))
+        except UnicodeEncodeError:  # a lone surrogate: repaired as tiktoken.Encoding.encode_ordinary does
+            return len(self._bpe.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
 
     def role_tokens(self, role: str) -> int:
         n = self._role_cache.get(role)
@@ -176,7 +203,7 @@ class TokenPipeline:
         self._max_in_flight = workers + 1
         self._in_flight: deque[tuple[TokenBatch, Future[object]]] = deque()
         self._batch = TokenBatch()
-        self.done: list[CountedBatch] = []
+        self._store = _Columns()
 
     def add(
         self, line: int, messages: int, fixed: int, texts: list[str], assistant_texts: list[str], size: int
@@ -198,7 +225,7 @@ class TokenPipeline:
 
     def _fold(self) -> None:
         batch, fut = self._in_flight.popleft()
-        self.done.append(summarize(batch, self.tokenizer.counts_from(fut.result(), batch.texts)))
+        self._store.append(summarize(batch, self.tokenizer.counts_from(fut.result(), batch.texts)))
 
     def finish(self) -> CountedBatch:
         """Wait for every batch; all examples' counts, in line order."""
@@ -206,19 +233,34 @@ class TokenPipeline:
         while self._in_flight:
             self._fold()
         self.close()
-        return _concat(self.done)
+        return self._store.view()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _concat(parts: list[CountedBatch]) -> CountedBatch:
-    def cat(arrays: list[Any]) -> _U32:
-        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
+class _Columns:
+    """Per-example figures in a few large arrays that double when full.
 
-    return CountedBatch(
-        lines=cat([p.lines for p in parts]),
-        messages=cat([p.messages for p in parts]),
-        tokens=cat([p.tokens for p in parts]),
-        assistant_tokens=cat([p.assistant_tokens for p in parts]),
-    )
+    Large blocks come from the system allocator and go back to it whole; keeping per-batch array objects
+    instead would pin Python's small-object arenas, full of freed JSON, for the whole run.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._data = np.zeros((4, capacity), dtype=np.uint32)
+        self.size = 0
+
+    def append(self, part: CountedBatch) -> None:
+        n = len(part.lines)
+        if self.size + n > self._data.shape[1]:
+            grown = np.zeros((4, max(2 * self._data.shape[1], self.size + n)), dtype=np.uint32)
+            grown[:, : self.size] = self._data[:, : self.size]
+            self._data = grown
+        end = self.size + n
+        for row, values in enumerate((part.lines, part.messages, part.tokens, part.assistant_tokens)):
+            self._data[row, self.size : end] = values
+        self.size = end
+
+    def view(self) -> CountedBatch:
+        d = self._data[:, : self.size]
+        return CountedBatch(lines=d[0], messages=d[1], tokens=d[2], assistant_tokens=d[3])
