@@ -6,7 +6,8 @@ Generates a chat file with gen_chat.py into bench-output/ (gitignored), then run
 on the same file, each as a subprocess under `/usr/bin/time -f "%e %M"`: baseline_loadall.py (the notebook
 approach), limit_tokenize.py (tiktoken alone, one thread) and ours (`validate()` on a file stream).
 Machines here are shared and noisy: runs are interleaved, the median of `--repeat` is kept, and only
-ratios are meant to be compared. `--big` also validates a 511 MiB file (just under the limit) and checks peak RSS <= 150 MB.
+ratios are meant to be compared. `--big` also validates a 511 MiB file (just under the limit) and checks
+peak RSS <= 150 MB.
 """
 
 from __future__ import annotations
