@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -41,7 +42,28 @@ def run_folder(run_id: str) -> str:
 
 
 def _tags(record: RunRecord) -> dict[str, str]:
-    return {"active": "1" if record.state in ACTIVE_STATES else "0", "state": record.state.value}
+    """Blob index tags: enough for the timer to skip reading a record whose job has not moved."""
+    return {
+        "active": "1" if record.state in ACTIVE_STATES else "0",
+        "state": record.state.value,
+        "job": record.job.id or "-",
+        "job_status": record.job.status or "-",
+        "warned": "1" if record.job.queued_warning_sent else "0",
+    }
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    """What the index says about an active run (may lag the record by one write: the record decides)."""
+
+    run_id: str
+    state: str
+    job_id: str | None
+    job_status: str | None
+    warned: bool
+
+
+_ACTIVE_QUERY = "\"active\"='1' AND \"state\" > '' AND \"job\" > '' AND \"job_status\" > '' AND \"warned\" > ''"
 
 
 class RunStore:
@@ -143,14 +165,26 @@ class RunStore:
             except Exception:  # noqa: BLE001 - a notification never breaks the pipeline
                 log.exception("run %s: state-change listener failed", record.id)
 
-    def active_run_ids(self) -> list[str]:
-        """Runs the timer must advance, from the blob index (`active` tag), without listing all runs."""
-        ids = []
-        for blob in self.container.find_blobs_by_tags("\"active\"='1'"):
+    def active_runs(self) -> list[ActiveRun]:
+        """Runs the timer must advance, from one blob index query (never a listing of all runs)."""
+        found = []
+        for blob in self.container.find_blobs_by_tags(_ACTIVE_QUERY):
             name = str(blob.name)
             if name.startswith("runs/") and name.endswith("/" + RECORD_NAME):
-                ids.append(name[len("runs/") : -len(RECORD_NAME) - 1])
-        return ids
+                tags = blob.tags or {}
+                found.append(
+                    ActiveRun(
+                        run_id=name[len("runs/") : -len(RECORD_NAME) - 1],
+                        state=tags.get("state", ""),
+                        job_id=None if tags.get("job", "-") == "-" else tags.get("job"),
+                        job_status=None if tags.get("job_status", "-") == "-" else tags.get("job_status"),
+                        warned=tags.get("warned") == "1",
+                    )
+                )
+        return found
+
+    def active_run_ids(self) -> list[str]:
+        return [run.run_id for run in self.active_runs()]
 
     def iter_records(self) -> Iterator[RunRecord]:
         """Every run (for the CLI and the HTTP API; the pipeline itself never lists runs)."""

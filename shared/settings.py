@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     claim_timeout_seconds: float = Field(
         default=120.0, description="A create claimed this long ago with no answer recorded is reconciled and retried."
     )
-    tick_concurrency: int = Field(default=16, ge=1, le=128)
+    tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
     deploy_max_attempts: int = Field(default=5, description="Must match host.json queues.maxDequeueCount.")
     smoke_test: bool = True
     notify_webhook_url: SecretStr | None = Field(default=None, description="POSTed a JSON event on each state change.")

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent
+from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent, JobState
 from shared.claims import ClaimOutcome, claim
 from shared.ingest import ensure_imports, finish
 from shared.runs import CheckpointInfo, Claim, RunRecord, RunState, utcnow
+from shared.runstore import ActiveRun
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -45,29 +46,45 @@ class TickReport:
 def tick(services: Services) -> TickReport:
     """One timer tick over every active run."""
     started = time.perf_counter()
-    run_ids = services.store.active_run_ids()
-    report = TickReport(runs=len(run_ids))
-    if run_ids:
-        with ThreadPoolExecutor(max_workers=min(services.settings.tick_concurrency, len(run_ids))) as pool:
-            for outcome in pool.map(lambda rid: _advance_safely(services, rid), run_ids):
+    runs = services.store.active_runs()
+    report = TickReport(runs=len(runs))
+    if runs:
+        with ThreadPoolExecutor(max_workers=min(services.settings.tick_concurrency, len(runs))) as pool:
+            for outcome in pool.map(lambda run: _advance_safely(services, run), runs):
                 report.outcomes[outcome] += 1
     report.seconds = time.perf_counter() - started
     log.info("tick: %s", json.dumps(report.as_dict()))
     return report
 
 
-def _advance_safely(services: Services, run_id: str) -> str:
+def _advance_safely(services: Services, run: ActiveRun) -> str:
     try:
-        return advance(services, run_id)
+        job = None
+        if run.state == RunState.TRAINING and run.job_id:
+            job = services.aoai.jobs.get(run.job_id)  # the one job GET of this run in this tick
+            if _unchanged(services, run, job):
+                return "unchanged"
+        return advance(services, run.run_id, job=job)
     except AzureOpenAIError as exc:
-        log.warning("run %s: service error, will retry next tick: %s", run_id, exc)
+        log.warning("run %s: service error, will retry next tick: %s", run.run_id, exc)
         return "service_error"
     except Exception:  # noqa: BLE001 - one broken run must not stop the others
-        log.exception("run %s: unexpected error, will retry next tick", run_id)
+        log.exception("run %s: unexpected error, will retry next tick", run.run_id)
         return "error"
 
 
-def advance(services: Services, run_id: str) -> str:
+def _unchanged(services: Services, run: ActiveRun, job: FineTuningJob) -> bool:
+    """A queued job whose status the index already has, with no warning due: nothing to read or write."""
+    if job.status != run.job_status or job.state != JobState.PENDING:
+        return False
+    if run.warned or job.created_at is None:
+        return True
+    waited_minutes = (time.time() - job.created_at) / 60
+    return waited_minutes <= services.settings.queued_warning_minutes
+
+
+def advance(services: Services, run_id: str, *, job: FineTuningJob | None = None) -> str:
+    """Move one run on by one step. `job` is the job as just fetched, when the caller has it."""
     found = services.store.load(run_id)
     if found is None:
         return "missing"
@@ -87,7 +104,7 @@ def advance(services: Services, run_id: str) -> str:
     if record.state == RunState.IMPORTING:
         return _advance_import(services, record)
     if record.state == RunState.TRAINING:
-        return _poll_job(services, record)
+        return _poll_job(services, record, job)
     return "idle"
 
 
@@ -202,9 +219,10 @@ def _find_job(services: Services, training_file_id: str) -> FineTuningJob | None
 
 
 # --- training ---------------------------------------------------------------------------------------------------
-def _poll_job(services: Services, record: RunRecord) -> str:
+def _poll_job(services: Services, record: RunRecord, job: FineTuningJob | None = None) -> str:
     assert record.job.id is not None
-    job = services.aoai.jobs.get(record.job.id)
+    if job is None or job.id != record.job.id:
+        job = services.aoai.jobs.get(record.job.id)
     state = job.state
     new_events: list[JobEvent] = []
     if state != "pending" or job.status != record.job.status:

@@ -1,0 +1,12 @@
+"""`make bench`: the validator benchmark, then the timer-tick benchmark. Ratios, not absolute times, matter."""
+
+import sys
+
+from bench import tick, validate
+
+if __name__ == "__main__":
+    print("== validator: ours vs the notebook baseline and the tokenizer floor (64 MB file) ==", flush=True)
+    code = validate.main([])
+    print("\n== timer tick: 1,000 active runs, 50 ms added per call; drop-to-job for a 10 MB file ==", flush=True)
+    code = tick.main([]) or code
+    sys.exit(code)
