@@ -49,10 +49,16 @@ def app_env(azurite: Any, emulator: Any, unique_name: Callable[[str], str]) -> d
 
 
 @pytest.fixture
-def services(app_env: dict[str, str]) -> Services:
+def services(app_env: dict[str, str]) -> Iterator[Services]:
     s = Services.from_settings(settings_from_env(app_env), env=app_env)
     s.ensure_storage()
-    return s
+    assert s.deployments is not None
+    before = {d.name for d in s.deployments.list()}
+    yield s
+    # The emulator caps fine-tuned deployments at 5 per resource, as Azure does: leave none behind.
+    for deployment in s.deployments.list():
+        if deployment.name not in before:
+            s.deployments.delete_and_wait(deployment.name, timeout=30)
 
 
 def chat_lines(n: int, *, tag: str = "", marker: str = "") -> bytes:

@@ -122,11 +122,10 @@ def test_existing_deployment_with_same_model_is_success(driver: Driver, services
     assert record.state == RunState.DEPLOYED and record.deployment.provisioning_state == "Succeeded"
 
 
-def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], emulator: Any, azurite: Any) -> None:
+def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], services: Services) -> None:
     env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15"}
-    services = Services.from_settings(settings_from_env(env), env=env)
-    services.ensure_storage()
-    driver = Driver(services)
+    legacy = Services.from_settings(settings_from_env(env), env=env)  # deployments cleaned up by `services`
+    driver = Driver(legacy)
     record = _train(driver, "legacy.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "legacy"})
     assert record.state == RunState.SUCCEEDED, record.error
     record = driver.run(record.id)
