@@ -1,15 +1,19 @@
 """Inference on a deployment: `/openai/deployments/{name}/chat/completions` and `/completions` (and v1).
 
-A fine-tuned deployment answers with the assistant reply of the training example whose user turn shares the
-most words with the request's last user turn (ties: the earlier example). A continuously fine-tuned model also
-knows its parent's examples. A base-model deployment gives a generic answer, so that a fine-tuned model beats
-its base model on data like its training set. Usage counts tokens with tiktoken.
+A fine-tuned deployment answers with the assistant reply (completion) of its closest training example: TF-IDF
+cosine similarity over the user turns (prompts) only, lowercased, stop words dropped, lightly stemmed, the last
+user turn weighted most on both sides (see `Matcher`); ties go to the earlier example. A continuously
+fine-tuned model also knows its parent's examples (its own come first). The index is built once per set of
+training files and cached. A base-model deployment gives a generic answer, so that a fine-tuned model beats its
+base model on data like its training set. Usage counts tokens with tiktoken.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
+from collections import Counter, OrderedDict
 from typing import Any
 
 from starlette.requests import Request
@@ -23,36 +27,183 @@ from .errors import DEPLOYMENT_NOT_FOUND, ApiError, invalid
 from .state import State
 
 _WORD = re.compile(r"[a-z0-9]+")
+# Function words and the generic verbs of a question: they say nothing about its topic.
+STOP_WORDS = frozenset("""
+a able about above after again against ago all also am an and any are aren as at be because been before being below
+between both but by can cannot could couldn did didn do does doesn doing don down during each either else even
+ever every few for from further get gets getting go goes going got had hadn happen happens has hasn have haven having
+he her here hers herself
+him himself his how however i if in into is isn it its itself just know let like ll me might more most much must mustn
+my myself need needs no nor not now of off on once one only or other ought our ours ourselves out over own please
+possible
+re really same shall shan she should shouldn so some still such tell than thank thanks that the their theirs them
+themselves then there these they thing things this those through to too under until up upon us ve very via want
+wants was wasn way we were weren what when where whether which while who whom whose why will with won would
+wouldn yes yet you your yours yourself yourselves
+""".split())
+# How much an earlier user turn counts next to the last one (which the reply answers).
+CONTEXT_WEIGHT = 0.5
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
+def _stem(word: str) -> str:
+    """A deliberately small stemmer: plurals, -ing / -ed, a final e (so "deleted", "deletes", "delete" meet)."""
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif len(word) > 4 and word.endswith(("sses", "shes", "ches", "xes")):
+        word = word[:-2]
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    if len(word) > 6 and word.endswith("ing"):
+        word = word[:-3]
+    elif len(word) > 5 and word.endswith("ed") and not word.endswith("eed"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]
+    return word
 
 
-def _examples(state: State, job: dict[str, Any] | None) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
-    while job is not None:
-        record = state.files.get(job["training_file"])
-        content = state.contents.get(job["training_file"])
-        if record is not None and content is not None:
-            fmt = record["validation"]["format"]
-            pairs += [datafiles.prompt_and_answer(e, fmt) for e in datafiles.read_examples(content)]
-        job = state.jobs.get(job["parent_model"]) if job.get("parent_model") else None
-    return pairs
+def terms(text: str) -> list[str]:
+    """The topic-bearing terms of a text: lowercased words, stop words and single letters dropped, stemmed."""
+    return [_stem(w) for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOP_WORDS]
 
 
-def answer(state: State, job: dict[str, Any] | None, question: str) -> str:
+def user_turns(example: dict[str, Any], fmt: str) -> tuple[list[str], str]:
+    """The user turns an example's final reply answers (oldest first) and that reply.
+
+    Chat: the user messages before the last assistant message (system prompts are ignored); preference: the
+    input's user messages and the preferred output; completion: the prompt and the completion.
+    """
+    if fmt == "completion":
+        return [str(example.get("prompt", ""))], str(example.get("completion", ""))
+    prompt, reply = datafiles.prompt_and_answer(example, fmt)
+    if fmt == "preference":
+        messages = example["input"]["messages"]
+    else:
+        messages = example["messages"]
+        messages = messages[:max(i for i, m in enumerate(messages) if m.get("role") == "assistant")]
+    users = [datafiles.content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    return (users or [prompt]), reply
+
+
+class _Index:
+    """TF-IDF vectors of documents made of turns (oldest first), with an inverted index for cosine scoring.
+
+    A document or a query is the last turn's sublinear tf-idf vector (unit length) plus `CONTEXT_WEIGHT` times
+    that of the earlier turns together, normalised. IDF is smoothed: ln((1 + n) / (1 + df)) + 1.
+    """
+
+    def __init__(self, documents: list[list[str]]) -> None:
+        bags = [[Counter(terms(t)) for t in turns] for turns in documents]
+        df: Counter[str] = Counter()
+        for turns in bags:
+            df.update(set().union(*turns))
+        n = len(documents)
+        self.idf = {term: math.log((1 + n) / (1 + count)) + 1.0 for term, count in df.items()}
+        self.postings: dict[str, list[tuple[int, float]]] = {}
+        for index, turns in enumerate(bags):
+            for term, weight in self._vector(turns).items():
+                self.postings.setdefault(term, []).append((index, weight))
+
+    def _unit(self, bag: Counter[str]) -> dict[str, float]:
+        vector = {t: (1.0 + math.log(c)) * self.idf[t] for t, c in bag.items() if t in self.idf}
+        norm = math.sqrt(sum(w * w for w in vector.values()))
+        return {t: w / norm for t, w in vector.items()} if norm else {}
+
+    def _vector(self, turns: list[Counter[str]]) -> dict[str, float]:
+        if not turns:
+            return {}
+        vector = self._unit(turns[-1])
+        for term, weight in self._unit(sum(turns[:-1], Counter())).items():
+            vector[term] = vector.get(term, 0.0) + CONTEXT_WEIGHT * weight
+        norm = math.sqrt(sum(w * w for w in vector.values()))
+        return {t: w / norm for t, w in vector.items()} if norm else {}
+
+    def scores(self, turns: list[str]) -> dict[int, float]:
+        """Cosine similarity of a query (turns, oldest first) with every document that shares a term with it,
+        rounded so that float summation order can never decide a tie."""
+        scores: dict[int, float] = {}
+        for term, weight in self._vector([Counter(terms(t)) for t in turns]).items():
+            for index, doc_weight in self.postings.get(term, ()):
+                scores[index] = scores.get(index, 0.0) + weight * doc_weight
+        return {index: round(score, 9) for index, score in scores.items()}
+
+
+class Matcher:
+    """Nearest training example of a request, by TF-IDF cosine similarity over user turns.
+
+    The examples are indexed by their user turns only (system prompts and replies play no part), the last one
+    weighted most (see `_Index`); the request likewise by its user turns, the last one weighted most. The best
+    cosine wins; ties go to the earlier example. A request sharing no term with any example's user turns is
+    matched against the replies instead, and one sharing none with those either gets the first example's reply.
+    Built once per model (see `_matcher`).
+    """
+
+    def __init__(self, examples: list[tuple[list[str], str]]) -> None:
+        self.replies = [reply for _, reply in examples]
+        self.asked = _Index([turns for turns, _ in examples])
+        self._replied: _Index | None = None
+
+    def scores(self, turns: list[str]) -> dict[int, float]:
+        """Cosine similarity of the request (its user turns, oldest first) with every example that shares a term."""
+        return self.asked.scores(turns)
+
+    def best(self, turns: list[str]) -> int | None:
+        """Index of the closest example (ties: the earlier one), or None when there are no examples."""
+        if not self.replies:
+            return None
+        scores = self.asked.scores(turns)
+        if not scores:
+            if self._replied is None:
+                self._replied = _Index([[reply] for reply in self.replies])
+            scores = self._replied.scores(turns)
+        return min(scores, key=lambda i: (-scores[i], i)) if scores else 0
+
+    def answer(self, turns: list[str]) -> str:
+        index = self.best(turns)
+        return "" if index is None else self.replies[index]
+
+
+_MATCHERS: OrderedDict[tuple[str, ...], Matcher] = OrderedDict()
+_MATCHERS_KEPT = 16
+
+
+def _training_files(state: State, job: dict[str, Any]) -> list[str]:
+    """Training files of a model and of the models it continues (its own first); files since deleted are left out."""
+    files: list[str] = []
+    seen: set[str] = set()
+    current: dict[str, Any] | None = job
+    while current is not None and current["id"] not in seen:
+        seen.add(current["id"])
+        file_id = current["training_file"]
+        if state.files.get(file_id) is not None and state.contents.get(file_id) is not None:
+            files.append(file_id)
+        current = state.jobs.get(current["parent_model"]) if current.get("parent_model") else None
+    return files
+
+
+def _matcher(state: State, job: dict[str, Any]) -> Matcher:
+    """The matcher of a model, cached by its training files (file ids are unique and contents never change)."""
+    key = tuple(_training_files(state, job))
+    matcher = _MATCHERS.get(key)
+    if matcher is not None:
+        _MATCHERS.move_to_end(key)
+        return matcher
+    examples: list[tuple[list[str], str]] = []
+    for file_id in key:
+        fmt = state.files[file_id]["validation"]["format"]
+        examples += [user_turns(e, fmt) for e in datafiles.read_examples(state.contents[file_id])]
+    matcher = _MATCHERS[key] = Matcher(examples)
+    while len(_MATCHERS) > _MATCHERS_KEPT:
+        _MATCHERS.popitem(last=False)
+    return matcher
+
+
+def answer(state: State, job: dict[str, Any] | None, turns: list[str]) -> str:
+    """The reply of a deployment to a request's user turns (oldest first; a completion prompt is one turn)."""
     if job is None:
+        question = turns[-1] if turns else ""
         return f"As a general-purpose assistant, here is a brief answer to your question: {question[:200]}"
-    asked = _words(question)
-    best, best_score = "", -1.0
-    for prompt, reply in _examples(state, job):
-        words = _words(prompt)
-        union = asked | words
-        score = len(asked & words) / len(union) if union else 0.0
-        if score > best_score:
-            best, best_score = reply, score
-    return best
+    return _matcher(state, job).answer(turns)
 
 
 def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
@@ -86,7 +237,7 @@ async def _chat(request: Request, name: str) -> Response:
     users = [datafiles.content_text(m.get("content")) for m in messages if isinstance(m, dict)
              and m.get("role") == "user"]
     question = users[-1] if users else ""
-    reply = answer(state, job, question)
+    reply = answer(state, job, users)
     encoding = model.encoding if model else "o200k_base"
     prompt_tokens = datafiles.messages_tokens([m for m in messages if isinstance(m, dict)], encoding)
     completion_tokens = count_tokens(reply, encoding)
@@ -116,7 +267,7 @@ async def _completion(request: Request, name: str) -> Response:
     if not isinstance(prompt, str):
         raise invalid("'prompt' must be a string.", "prompt")
     dep, job, model = _deployment(state, name)
-    reply = answer(state, job, prompt)
+    reply = answer(state, job, [prompt])
     encoding = model.encoding if model else "cl100k_base"
     prompt_tokens = count_tokens(prompt, encoding)
     completion_tokens = count_tokens(reply, encoding)
