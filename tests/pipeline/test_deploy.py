@@ -132,3 +132,21 @@ def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], services
     assert record.state == RunState.DEPLOYED, record.error
     assert record.metrics is not None and record.metrics["columns"] == "legacy"
     assert record.metrics["final_train_loss"] is not None
+
+
+def test_best_checkpoint_target_deploys_a_checkpoint(driver: Driver, services: Services) -> None:
+    record = _train(
+        driver,
+        "ckpt.jsonl",
+        chat_lines(30),
+        {"deployment_name": "ckpt-deploy", "deployment_target": "best_checkpoint", "n_epochs": "3"},
+    )
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED, record.error
+    assert record.metrics is not None and record.metrics["best_checkpoint"] is not None
+    best = record.metrics["best_checkpoint"]["id"]
+    assert record.deployment.model == best and best.startswith("ftchkpt-")
+    assert best in {c.id for c in record.job.checkpoints}
+    assert services.deployments is not None
+    deployed = services.deployments.get("ckpt-deploy")
+    assert deployed is not None and deployed.model_name == best
