@@ -34,14 +34,14 @@ class ClaimOutcome(StrEnum):
 def claim(
     store: RunStore,
     run_id: str,
+    key: str,
     *,
     by: str,
     timeout: float,
     wanted: Callable[[RunRecord], bool],
     done: Callable[[RunRecord], bool],
-    get: Callable[[RunRecord], Claim | None],
-    put: Callable[[RunRecord, Claim | None], None],
 ) -> ClaimOutcome:
+    """Try to claim the create `key` of a run (kept in `record.claims[key]` until its answer is recorded)."""
     outcome = ClaimOutcome.GONE
 
     def mutate(record: RunRecord) -> bool:
@@ -52,13 +52,13 @@ def claim(
         if done(record):
             outcome = ClaimOutcome.DONE
             return False
-        current = get(record)
+        current = record.claims.get(key)
         now = utcnow()
         if current is not None and now - current.at < timedelta(seconds=timeout):
             outcome = ClaimOutcome.HELD
             return False
         outcome = ClaimOutcome.WON if current is None else ClaimOutcome.TAKEN_OVER
-        put(record, Claim(at=now, by=by))
+        record.claims[key] = Claim(at=now, by=by)
         return True
 
     store.update(run_id, mutate)

@@ -22,9 +22,8 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContentSettings
 
 from shared.aoai import AzureOpenAIError, FileObject
-from shared.claims import ClaimOutcome, claim
+from shared.claims import ClaimOutcome
 from shared.runs import (
-    Claim,
     RunFiles,
     RunRecord,
     RunSource,
@@ -319,20 +318,7 @@ def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes
 # --- import -----------------------------------------------------------------------------------------------------
 def ensure_imports(services: Services, run_id: str) -> RunRecord:
     """Import the run's files (once), under a claim; reconcile a lost answer by file name."""
-
-    def put_claim(r: RunRecord, c: Claim | None) -> None:
-        r.files.import_claim = c
-
-    outcome = claim(
-        services.store,
-        run_id,
-        by=services.instance,
-        timeout=services.settings.claim_timeout_seconds,
-        wanted=lambda r: r.state == RunState.IMPORTING,
-        done=_imports_done,
-        get=lambda r: r.files.import_claim,
-        put=put_claim,
-    )
+    outcome = services.claim(run_id, "import", wanted=lambda r: r.state == RunState.IMPORTING, done=_imports_done)
     record = services.store.get(run_id)
     if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
         return record
@@ -370,7 +356,7 @@ def ensure_imports(services: Services, run_id: str) -> RunRecord:
             setattr(r.files, f"{kind}_file_id", file_obj.id)
             setattr(r.files, f"{kind}_status", file_obj.status)
             if _imports_done(r):
-                r.files.import_claim = None
+                r.claims.pop("import", None)
             return True
 
         record, _ = services.store.update(run_id, record_file)

@@ -149,7 +149,6 @@ class RunFiles(_Model):
     validation_file_id: str | None = None
     training_status: str | None = None
     validation_status: str | None = None
-    import_claim: Claim | None = None
 
 
 class CheckpointInfo(_Model):
@@ -161,7 +160,6 @@ class CheckpointInfo(_Model):
 
 class RunJob(_Model):
     id: str | None = None
-    create_claim: Claim | None = None
     status: str | None = None
     fine_tuned_model: str | None = None
     trained_tokens: int | None = None
@@ -221,6 +219,8 @@ class RunRecord(_Model):
     deployment: RunDeployment = Field(default_factory=RunDeployment)
     metrics: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
+    claims: dict[str, Claim] = Field(default_factory=dict)
+    """Creates in flight (`import`, `job_create`): see shared/claims.py."""
     warnings: list[str] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     error: RunError | None = None

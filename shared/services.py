@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -18,8 +18,10 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.aoai import AzureOpenAIClient, DeploymentsClient
+from shared.claims import ClaimOutcome, claim
 from shared.connections import StorageConnection
 from shared.notifications import Notifier
+from shared.runs import RunRecord
 from shared.runstore import RunStore
 from shared.settings import Settings, get_settings
 
@@ -65,6 +67,20 @@ class Services:
         notifier = Notifier(settings.notify_webhook_url, events_queue)
         store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
         return cls(settings, storage, blobs, store, aoai, deployments, notifier)
+
+    def claim(
+        self, run_id: str, key: str, *, wanted: Callable[[RunRecord], bool], done: Callable[[RunRecord], bool]
+    ) -> ClaimOutcome:
+        """Claim a create for this instance (see shared/claims.py)."""
+        return claim(
+            self.store,
+            run_id,
+            key,
+            by=self.instance,
+            timeout=self.settings.claim_timeout_seconds,
+            wanted=wanted,
+            done=done,
+        )
 
     def queue(self, name: str) -> QueueClient:
         """A queue client using the host's message encoding (base64), created on first use."""

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent, JobState
-from shared.claims import ClaimOutcome, claim
+from shared.claims import ClaimOutcome
 from shared.ingest import ensure_imports, finish
-from shared.runs import CheckpointInfo, Claim, RunRecord, RunState, utcnow
+from shared.runs import CheckpointInfo, RunRecord, RunState, utcnow
 from shared.runstore import ActiveRun
 from shared.services import Services
 
@@ -148,19 +148,8 @@ def _advance_import(services: Services, record: RunRecord) -> str:
 
 def ensure_job(services: Services, run_id: str) -> str:
     """Create the fine-tuning job exactly once."""
-
-    def put_claim(r: RunRecord, c: Claim | None) -> None:
-        r.job.create_claim = c
-
-    outcome = claim(
-        services.store,
-        run_id,
-        by=services.instance,
-        timeout=services.settings.claim_timeout_seconds,
-        wanted=lambda r: r.state == RunState.IMPORTING,
-        done=lambda r: r.job.id is not None,
-        get=lambda r: r.job.create_claim,
-        put=put_claim,
+    outcome = services.claim(
+        run_id, "job_create", wanted=lambda r: r.state == RunState.IMPORTING, done=lambda r: r.job.id is not None
     )
     if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
         return f"job_{outcome.value}"
@@ -203,7 +192,7 @@ def ensure_job(services: Services, run_id: str) -> str:
         r.job.id = created.id
         r.job.status = created.status
         r.job.created_at = _dt(created.created_at)
-        r.job.create_claim = None
+        r.claims.pop("job_create", None)
         r.transition(RunState.TRAINING, f"job {created.id}")
         return True
 

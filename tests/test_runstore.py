@@ -96,18 +96,14 @@ def test_state_change_listener_called_once_per_change(store: RunStore) -> None:
 
 
 def _claim(store: RunStore, run_id: str, by: str, timeout: float = 60) -> ClaimOutcome:
-    def put(r: RunRecord, c: Claim | None) -> None:
-        r.job.create_claim = c
-
     return claim(
         store,
         run_id,
+        "job_create",
         by=by,
         timeout=timeout,
         wanted=lambda r: r.state == RunState.RECEIVED,
         done=lambda r: r.job.id is not None,
-        get=lambda r: r.job.create_claim,
-        put=put,
     )
 
 
@@ -136,12 +132,12 @@ def test_stale_claim_is_taken_over_and_done_claim_is_left(store: RunStore) -> No
     assert _claim(store, record.id, "b") == ClaimOutcome.HELD
 
     def age(r: RunRecord) -> None:
-        assert r.job.create_claim is not None
-        r.job.create_claim = Claim(at=r.job.create_claim.at - timedelta(minutes=10), by="a")
+        current = r.claims["job_create"]
+        r.claims["job_create"] = Claim(at=current.at - timedelta(minutes=10), by="a")
 
     store.update(record.id, age)
     assert _claim(store, record.id, "b") == ClaimOutcome.TAKEN_OVER
-    assert store.get(record.id).job.create_claim is not None
+    assert store.get(record.id).claims["job_create"].by == "b"
     store.update(record.id, lambda r: setattr(r.job, "id", "ftjob-1"))
     assert _claim(store, record.id, "c") == ClaimOutcome.DONE
     store.update(record.id, lambda r: r.fail("x", "y", state=RunState.REJECTED))

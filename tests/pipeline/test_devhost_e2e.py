@@ -12,12 +12,24 @@ from pathlib import Path
 import httpx
 
 from devstack import Stack
-from shared.runs import RunState
+from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
+
+
+def _wait_until_terminal(services: Services, run_id: str, timeout: float = 120) -> RunRecord | None:
+    deadline = time.monotonic() + timeout
+    record = None
+    while time.monotonic() < deadline:
+        found = services.store.load(run_id)
+        record = found[0] if found else None
+        if record is not None and record.terminal:
+            break
+        time.sleep(0.5)
+    return record
 
 
 def test_two_devhosts_take_a_drop_to_deployed_once(tmp_path: Path) -> None:
@@ -32,14 +44,7 @@ def test_two_devhosts_take_a_drop_to_deployed_once(tmp_path: Path) -> None:
             validation_path=str(DATA / "support-valid.jsonl"),
             metadata={"deployment_name": "e2e", "suffix": "e2e"},
         )
-        deadline = time.monotonic() + 120
-        record = None
-        while time.monotonic() < deadline:
-            found = services.store.load(run_id)
-            record = found[0] if found else None
-            if record is not None and record.terminal:
-                break
-            time.sleep(0.5)
+        record = _wait_until_terminal(services, run_id)
         assert record is not None and record.state == RunState.DEPLOYED, record and record.model_dump_json(indent=1)
         assert record.deployment.smoke_test is not None and record.deployment.smoke_test.status == "passed"
         jobs = [j for j in services.aoai.jobs.list(limit=100) if j.training_file == record.files.training_file_id]
@@ -73,14 +78,7 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
             name="quota.jsonl",
             metadata={"deployment_name": "no-room", "validation_split": "0"},
         )
-        deadline = time.monotonic() + 120
-        record = None
-        while time.monotonic() < deadline:
-            found = services.store.load(run_id)
-            record = found[0] if found else None
-            if record is not None and record.terminal:
-                break
-            time.sleep(0.5)
+        record = _wait_until_terminal(services, run_id)
         assert record is not None and record.state == RunState.FAILED, record and record.state
         assert record.error is not None and record.error.code == "InsufficientQuota"
         assert "gave up after 3 tries" in record.error.message and "capacity" in record.error.message

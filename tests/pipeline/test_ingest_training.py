@@ -205,7 +205,7 @@ def test_crash_between_job_post_and_state_write_is_reconciled(
         driver.run(record.id, until=lambda r: r.state == RunState.TRAINING, timeout=30)
     assert len(sent) == 1
     stuck = services.store.get(record.id)
-    assert stuck.state == RunState.IMPORTING and stuck.job.create_claim is not None and stuck.job.id is None
+    assert stuck.state == RunState.IMPORTING and "job_create" in stuck.claims and stuck.job.id is None
     monkeypatch.undo()
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert record.job.id == sent[0]  # reconciled by listing, not sent again
