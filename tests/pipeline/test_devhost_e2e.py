@@ -6,7 +6,11 @@ Azurite and the emulator (a stack of its own, on free ports), the way `make demo
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,13 +24,15 @@ from shared.submissions import drop_file
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
 
 
-def _wait_until_terminal(services: Services, run_id: str, timeout: float = 120) -> RunRecord | None:
+def _wait_until_terminal(
+    services: Services, run_id: str, timeout: float = 120, until: Callable[[RunRecord], bool] | None = None
+) -> RunRecord | None:
     deadline = time.monotonic() + timeout
     record = None
     while time.monotonic() < deadline:
         found = services.store.load(run_id)
         record = found[0] if found else None
-        if record is not None and record.terminal:
+        if record is not None and (record.terminal or (until is not None and until(record))):
             break
         time.sleep(0.5)
     return record
@@ -89,3 +95,89 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
             time.sleep(0.3)
         messages = poison.peek_messages(max_messages=5)
         assert len(messages) == 1 and run_id in messages[0].content
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver that also serves the training file (for the submit queue's URL)."""
+
+    events: list[dict[str, object]] = []
+    payload = b""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).events.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("content-length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
+    _Receiver.events = []
+    _Receiver.payload = (DATA / "support-train.jsonl").read_bytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}"
+    settings = {"TRAINING_POLL_SCHEDULE": "*/1 * * * * *", "NOTIFY_WEBHOOK_URL": f"{hook}/hook"}
+    try:
+        with Stack(tmp_path / "stack", extra_settings=settings) as stack:
+            key = {"x-functions-key": stack.function_key}
+            assert httpx.get(f"{stack.http_url}/runs").status_code == 401
+            answer = httpx.post(
+                f"{stack.http_url}/runs",
+                params={"name": "api.jsonl", "deployment_name": "api", "validation_split": "0"},
+                content=_Receiver.payload,
+                headers=key,
+            )
+            assert answer.status_code == 202, answer.text
+            run_id = answer.json()["run_id"]
+            again = httpx.post(f"{stack.http_url}/runs", params={"name": "api.jsonl"}, content=b"x", headers=key)
+            assert again.status_code == 200 and again.json() == {
+                "run_id": run_id,
+                "blob_name": "api.jsonl",
+                "status": "already_submitted",
+            }
+            bad = httpx.post(f"{stack.http_url}/runs", params={"name": "x.jsonl", "colour": "red"}, headers=key)
+            assert bad.status_code == 400 and "colour" in bad.json()["error"]["message"]
+
+            services = Services.from_settings(settings_from_env(stack.settings_env), env=stack.settings_env)
+            services.queue(services.settings.submit_queue).send_message(
+                json.dumps({"url": f"{hook}/data.jsonl", "name": "queued.jsonl", "spec": {"deploy": "false"}})
+            )
+            record = _wait_until_terminal(services, run_id)
+            assert record is not None and record.state == RunState.DEPLOYED
+
+            listed = httpx.get(f"{stack.http_url}/runs", headers=key).json()
+            assert run_id in [r["id"] for r in listed]
+            one = httpx.get(f"{stack.http_url}/runs/{run_id}", headers=key).json()
+            assert one["state"] == "deployed" and one["deployment"]["name"] == "api"
+            png = httpx.get(f"{stack.http_url}/runs/{run_id}/loss.png", headers=key)
+            assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+            assert httpx.get(f"{stack.http_url}/runs/nope", headers=key).status_code == 404
+
+            deadline = time.monotonic() + 60
+            queued_run = None
+            while time.monotonic() < deadline and queued_run is None:
+                queued_run = next(
+                    (r for r in services.store.iter_records() if r.source.blob_name == "queued.jsonl"), None
+                )
+                time.sleep(0.5)
+            assert queued_run is not None
+            queued = _wait_until_terminal(
+                services, queued_run.id, until=lambda r: r.state == RunState.SUCCEEDED and r.metrics is not None
+            )
+            assert queued is not None and queued.state == RunState.SUCCEEDED  # deploy=false: trained and measured
+            assert queued.metrics is not None
+    finally:
+        server.shutdown()
+    states = [e["state"] for e in _Receiver.events if e["run_id"] == run_id]
+    assert states[-1] == "deployed"
+    assert {"validating", "importing", "training", "succeeded", "deploying"} <= set(states)
+    assert all(e["event_id"] == f"{e['run_id']}:{e['state']}" for e in _Receiver.events)
