@@ -15,6 +15,9 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
+
+import numpy as np
 
 # (kind, pattern); group 1, when present, is the secret itself.
 _SECRETS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
@@ -35,9 +38,25 @@ _SECRETS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
 )
 _PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=."
-_RUN_SHAPE = bytes(97 if bytes([c]) in _TOKEN_CHARS else 32 for c in range(256))  # token char -> 'a'
-_RUN = b"a" * 16
-_PHONE_SHAPE = bytes(48 if 48 <= c <= 57 else 45 if c in b" ().-" else 120 for c in range(256))
+RUN_LENGTH = 16  # every secret pattern needs a run of this many token characters
+# A block's shape: one byte per byte, its class for both searches. Token characters have the high bit set;
+# digits and the phone separators " ().-" (token characters or not) have classes of their own.
+_DIGIT, _DASH, _TOKEN, _GAP, _OTHER = 0xB0, 0xAD, 0xE1, 0x20, 0x78
+
+
+def _class(c: int) -> int:
+    if 48 <= c <= 57:
+        return _DIGIT
+    if c in b"-.":
+        return _DASH
+    if c in b" ()":
+        return _GAP
+    return _TOKEN if c in _TOKEN_CHARS else _OTHER
+
+
+_SHAPE = bytes(_class(c) for c in range(256))
+_HIGH_BITS = np.uint64(0x8080808080808080)
+_DIGIT_SEPARATOR_DIGIT = re.compile(rb"\xb0[\xad ]\xb0")  # in a shape; the literal first byte makes it fast
 _BACK = 80
 _FORWARD = 512
 _EMAIL = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
@@ -107,18 +126,16 @@ class SensitiveScanner:
     def flush(self) -> list[Finding]:
         if not self._datas:
             return []
-        block = b"\n".join(self._datas)
-        starts: list[int] = []
-        pos = 0
-        for d in self._datas:
-            starts.append(pos)
-            pos += len(d) + 1
-        lines = self._lines
+        datas, lines = self._datas, self._lines
+        block = b"\n".join(datas)
         self._lines, self._datas, self._size = [], [], 0
         found: dict[tuple[int, str], Finding] = {}
         counts: dict[tuple[int, str], int] = {}
+        starts: list[int] = []  # of each line in the block, worked out at the first finding
 
         def record(offset: int, kind: str, secret: bool, mask: Callable[[bytes], str], value: bytes) -> None:
+            if not starts:
+                starts.extend(accumulate((len(d) + 1 for d in datas[:-1]), initial=0))
             key = (lines[bisect_right(starts, offset) - 1], kind)
             if key in found:
                 counts[key] += 1
@@ -126,19 +143,15 @@ class SensitiveScanner:
                 found[key] = Finding(key[0], kind, secret, mask(value))
                 counts[key] = 1
 
+        shape = block.translate(_SHAPE)
         if self.secrets:
-            shape = block.translate(_RUN_SHAPE)
-            at = shape.find(_RUN)
-            while at >= 0:
-                run_end = shape.find(b" ", at)
-                run_end = len(block) if run_end < 0 else run_end
+            for at, run_end in long_runs(shape):
                 lo, hi = max(0, at - _BACK), min(run_end, at + _FORWARD) + 1
                 for kind, pattern in _SECRETS:
                     m = pattern.search(block, lo, hi)
                     if m:
                         value = m.group(m.lastindex or 0)
                         record(m.start(), kind, True, mask_secret, value)
-                at = shape.find(_RUN, run_end)
             for at in _occurrences(block, b"PRIVATE KEY-----"):  # a key header has no long run of its own
                 m = _PRIVATE_KEY.search(block, max(0, at - _BACK), at + 16)
                 if m:
@@ -148,20 +161,56 @@ class SensitiveScanner:
                 m = _EMAIL.search(block, max(0, at - 64), at + 256)
                 if m and m.start() <= at < m.end():
                     record(m.start(), "email address", False, mask_email, m.group())
-            shape = block.translate(_PHONE_SHAPE)
-            at = shape.find(b"0-0")
-            while at >= 0:
-                lo = max(0, at - 24)
-                for m in _PHONE_CANDIDATE.finditer(block, lo, at + 24):
+            hit = _DIGIT_SEPARATOR_DIGIT.search(shape)
+            while hit:
+                at = hit.start()
+                for m in _PHONE_CANDIDATE.finditer(block, max(0, at - 24), at + 24):
                     if m.start() <= at + 1 < m.end() and _is_phone(block, m):
                         record(m.start(), "phone number", False, mask_phone, m.group())
                         break
-                at = shape.find(b"0-0", at + 24)
+                hit = _DIGIT_SEPARATOR_DIGIT.search(shape, at + 24)
         result = []
         for key, f in found.items():
             n = counts[key]
             result.append(f if n == 1 else Finding(f.line, f.kind, f.secret, f"{f.masked} and {n - 1} more"))
         return result
+
+
+def long_runs(shape: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every maximal run of `RUN_LENGTH`+ token characters (high bit set) in a block's shape.
+
+    Prose is mostly token characters in short runs, where searching byte by byte stalls at every word. A run
+    of 16 covers a whole aligned 8-byte word, so numpy finds the full words in one pass over the words; a run
+    of full words is long when the token characters at the end of the word before it and at the start of the
+    word after it add up to 8 more, and those also give its ends.
+    """
+    n = len(shape) // 8
+    words = np.frombuffer(shape, dtype=np.uint64, count=n)
+    full = np.flatnonzero((words & _HIGH_BITS) == _HIGH_BITS)
+    if not full.size:
+        return []
+    rows = np.frombuffer(shape, dtype=np.uint8, count=8 * n).reshape(n, 8)
+    before = rows[full - 1] >= 0x80  # full[0] - 1 may be -1: its count is zeroed below
+    after = rows[np.minimum(full + 1, n - 1)] >= 0x80  # the last word's is replaced below
+    tail = np.where(before.all(axis=1), 8, np.argmin(before[:, ::-1], axis=1))
+    head = np.where(after.all(axis=1), 8, np.argmin(after, axis=1))
+    if full[0] == 0:
+        tail[0] = 0
+    if full[-1] == n - 1:
+        rest = shape[8 * n :]
+        head[-1] = next((i for i, c in enumerate(rest) if c < 0x80), len(rest))
+    keep = tail + head >= RUN_LENGTH - 8
+    full, tail, head = full[keep], tail[keep], head[keep]
+    if not full.size:
+        return []
+    # full words of one run are consecutive, runs are not: a run's first word has the tail before it, its
+    # last the head after it
+    split = np.diff(full) > 1
+    first = np.concatenate(([True], split))
+    last = np.concatenate((split, [True]))
+    starts = 8 * full[first] - tail[first]
+    ends = 8 * full[last] + 8 + head[last]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _occurrences(haystack: bytes, needle: bytes) -> list[int]:

@@ -19,6 +19,7 @@ from .formats import CHECKERS, detect_format
 from .issues import IssueLog
 from .model_limits import ModelProfile, profile_for
 from .options import ValidationOptions
+from .plain_chat import plain_chat_line, role_overheads
 from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines
 from .report import DataFormat, FileSummary, LineEndings, TokenStats, ValidationReport, Which
 from .sensitive import Finding, SensitiveScanner
@@ -101,6 +102,7 @@ def _scan_file(
     facts = result.facts
     pipeline = TokenPipeline(tokenizer, options.threads)
     role_tokens = tokenizer.role_tokens
+    overheads = role_overheads(role_tokens)
     hashes_append = result.hashes.append
     lines_append = result.hash_lines.append
     scanner = SensitiveScanner(secrets=options.check_secrets, pii=options.check_pii)
@@ -145,11 +147,26 @@ def _scan_file(
                     )
                     break
             result.examples += 1
-            if data[:3] == BOM:
+            if data.startswith(BOM):
                 log.add(
                     Code.UNEXPECTED_BOM, lineno, "a byte-order mark starts this line: were files concatenated?", which
                 )
                 continue
+            if result.format == "chat":  # fast lane; None: the general path below
+                plain = plain_chat_line(data, overheads)
+                if plain is not None:
+                    if not plain.has_user:
+                        result.no_user.add(lineno)
+                    if not plain.has_system:
+                        result.no_system.add(lineno)
+                    if not plain.ends_with_assistant:
+                        result.ends_without_assistant.add(lineno)
+                    if scanning and (found := scanner.add(lineno, data)):
+                        _log_findings(found, which, log)
+                    hashes_append(_line_hash(data))
+                    lines_append(lineno)
+                    pipeline.add(lineno, plain.messages, plain.fixed, plain.texts, plain.assistant_texts, len(data))
+                    continue
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
