@@ -87,9 +87,10 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
     if model_problem is not None:
         return finish(services, run_id, "model_not_fine_tunable", model_problem, RunState.REJECTED)
 
-    validation_blob = _find_validation_blob(services, container, name, metadata)
-    if isinstance(validation_blob, str) and validation_blob.startswith("!"):
-        return finish(services, run_id, "validation_file_missing", validation_blob[1:], RunState.REJECTED)
+    try:
+        validation_blob = _find_validation_blob(services, container, name, metadata)
+    except SpecError as exc:
+        return finish(services, run_id, "validation_file_missing", str(exc), RunState.REJECTED)
 
     def start_validating(r: RunRecord) -> bool:
         if r.state not in (RunState.RECEIVED, RunState.VALIDATING):
@@ -230,11 +231,14 @@ def _format_problem(report: ValidationReport, spec: RunSpec) -> str | None:
 
 # --- validation -------------------------------------------------------------------------------------------------
 def _find_validation_blob(services: Services, container: str, name: str, metadata: dict[str, str]) -> str | None:
+    """The validation companion: named by metadata (must exist), else `<stem>.validation.jsonl` if present."""
     named = metadata.get("validation_blob")
     client = services.blobs.get_container_client(container)
     if named:
         if not client.get_blob_client(named).exists():
-            return f"!metadata validation_blob names {container}/{named}, which does not exist: upload it first"
+            raise SpecError(
+                f"metadata validation_blob names {container}/{named}, which does not exist: upload it first"
+            )
         return named
     companion = companion_name(name)
     return companion if client.get_blob_client(companion).exists() else None

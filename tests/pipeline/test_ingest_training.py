@@ -232,3 +232,26 @@ def test_crash_between_import_post_and_state_write_is_reconciled(
     record = driver.run(run_id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert record.files.training_file_id == sent[0]
     assert len(_files_named(services, f"{run_id}-training.jsonl")) == 1
+
+
+def test_named_validation_blob_must_exist(driver: Driver, services: Services) -> None:
+    name = driver.drop("named.jsonl", chat_lines(12), {"validation_blob": "missing.validation.jsonl"})
+    record = driver.blob_event(name)
+    assert record is not None and record.state == RunState.REJECTED
+    assert record.error is not None and record.error.code == "validation_file_missing"
+    assert "missing.validation.jsonl, which does not exist: upload it first" in record.error.message
+
+
+def test_validation_companion_is_paired_and_checked(driver: Driver, services: Services) -> None:
+    train = chat_lines(12)
+    overlap = b"".join(train.splitlines(keepends=True)[:2]) + chat_lines(10, tag=" (held out)")
+    driver.drop("paired.validation.jsonl", overlap)
+    assert driver.blob_event("paired.validation.jsonl") is None  # a companion is never a run
+    record = driver.blob_event(driver.drop("paired.jsonl", train))
+    assert record is not None and record.state == RunState.IMPORTING
+    assert record.source.validation_blob == "paired.validation.jsonl"
+    assert record.files.validation_blob == f"{services.settings.drop_container}/paired.validation.jsonl"
+    report = json.loads(services.store.get_artifact(record.id, "validation.json") or b"{}")
+    assert report["validation"]["examples"] == 12
+    overlap_warnings = [w for w in report["warnings"] if w["code"] == "train_validation_overlap"]
+    assert overlap_warnings and overlap_warnings[0]["file"] == "validation", report["warnings"]
