@@ -255,3 +255,25 @@ def test_validation_companion_is_paired_and_checked(driver: Driver, services: Se
     assert report["validation"]["examples"] == 12
     overlap_warnings = [w for w in report["warnings"] if w["code"] == "train_validation_overlap"]
     assert overlap_warnings and overlap_warnings[0]["file"] == "validation", report["warnings"]
+
+
+def test_no_sas_or_key_in_logs_records_or_service_logs(
+    driver: Driver, services: Services, emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    emulator.inject_fault("POST", "/openai/files/import", "503", count=1, retry_after=0)  # a retry gets logged
+    name = driver.drop("secret-free.jsonl", chat_lines(12), {"validation_split": "0"})
+    record = driver.blob_event(name)
+    assert record is not None
+    record = driver.run(record.id, until=lambda r: r.state == RunState.TRAINING, deploy=False)
+    key = services.storage.account_key or ""
+    texts = {
+        "logs": caplog.text,
+        "record": record.model_dump_json(),
+        "emulator log": emulator.log_text(),
+    }
+    assert "import" in caplog.text  # the import (and its retry) was logged at all
+    for where, text in texts.items():
+        assert "sig=" not in text, where
+        assert emulator.api_key not in text, where
+        assert key[:20] not in text, where
