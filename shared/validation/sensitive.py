@@ -1,9 +1,10 @@
 """Likely secrets and personal data in example text, found on the raw line bytes.
 
 Lines are scanned in blocks of about 512 KB joined by newlines, with C-speed primitives first: one
-`bytes.translate` maps the block to a shape (every secret has a run of 16+ token characters, every phone
-number digits around a separator), `bytes.find` jumps between the few places with that shape, and the
-regexes run only in a small window there. Match offsets are mapped back to line numbers.
+`bytes.translate` maps the block to its shape (a class per byte: every secret has a run of 16+ token
+characters, every phone number digits around a separator), numpy over 8-byte words finds the long runs, a
+regex with a literal first byte finds digit-separator-digit, `bytes.find` finds `@` and key headers, and
+the real regexes run only in a small window there. Match offsets are mapped back to line numbers.
 
 Matches are never echoed whole: a secret shows its first 4 characters and its length, an email its first
 character and domain, a phone number its last 2 digits.

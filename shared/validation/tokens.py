@@ -121,21 +121,20 @@ class Tokenizer:
     def count_many(self, texts: Sequence[str]) -> _I64:
         """Token count of each string, as if each were encoded alone with `encode_ordinary`.
 
-        One tiktoken call for all (the GIL is released during it) when no text holds the separator or a
-        lone surrogate; otherwise one `encode_ordinary` per text.
+        One tiktoken call for all (the GIL is released during it); one `encode_ordinary` per text when a
+        text holds a lone surrogate, or the separator itself (which shows as more separators than texts:
+        the separator has no prefix that is also its suffix, so it cannot match across a text's edge).
         """
         if self._buffer_encode is not None and texts:
-            joined = _SEPARATOR.join(texts) + _SEPARATOR
-            if joined.count(_SEPARATOR) == len(texts):
-                try:
-                    raw = self._buffer_encode(joined, self._allowed)
-                except UnicodeEncodeError:  # a lone surrogate: counted one by one below
-                    pass
-                else:
-                    ids = np.frombuffer(raw, dtype=np.uint32)
-                    ends = np.flatnonzero(ids == self._sep_id)
-                    if len(ends) == len(texts):
-                        return np.diff(ends, prepend=-1).astype(np.int64) - 1
+            try:
+                raw = self._buffer_encode(_SEPARATOR.join(texts) + _SEPARATOR, self._allowed)
+            except UnicodeEncodeError:  # a lone surrogate: counted one by one below
+                pass
+            else:
+                ids = np.frombuffer(raw, dtype=np.uint32)
+                ends = np.flatnonzero(ids == self._sep_id)
+                if len(ends) == len(texts):
+                    return np.diff(ends, prepend=-1).astype(np.int64) - 1
         return np.fromiter((self.count(t) for t in texts), dtype=np.int64, count=len(texts))
 
 
