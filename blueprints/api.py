@@ -28,6 +28,7 @@ def _json(document: object, status: int = 200) -> func.HttpResponse:
 @bp.route(route="runs", methods=["POST"])
 def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     params = dict(req.params)
+    params.pop("code", None)  # the function key, when passed as ?code=
     name = params.pop("name", "") or req.headers.get("Idempotency-Key", "")
     name = name if name.endswith(".jsonl") or not name else name + ".jsonl"
     try:

@@ -15,24 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
-from shared.aoai import (
-    AzureOpenAIError,
-    BadRequestError,
-    DeploymentLimitError,
-    InsufficientQuotaError,
-    OperationFailedError,
-)
+from shared.aoai import AzureOpenAIError, BadRequestError, OperationFailedError, OperationTimeoutError
 from shared.charts import render_charts
+from shared.claims import ClaimOutcome
 from shared.gate import evaluate_gate
 from shared.metrics import MetricsSummary, ResultsParseError, parse_results, summarize
-from shared.runs import RunDeployment, RunError, RunRecord, RunState, SmokeTest
+from shared.runs import ACTIVE_STATES, RunError, RunRecord, RunState, SmokeTest, utcnow
 from shared.services import Services
+from shared.spec import COMPLETION_MODELS
 
 log = logging.getLogger(__name__)
 
-COMPLETION_MODELS = ("babbage-002", "davinci-002")
+DEPLOY_GIVE_UP = timedelta(hours=24)
 SMOKE_PROMPT_BYTES = 256 * 1024
 
 
@@ -41,6 +38,27 @@ class DeployRetry(RuntimeError):
 
 
 def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1) -> RunRecord | None:
+    """Deploy the run named by the message. Raises DeployRetry (or anything else) to have the queue try again;
+    on the last try (`dequeue_count` = DEPLOY_MAX_ATTEMPTS) the run is first failed with the reason."""
+    try:
+        return _handle(services, body, dequeue_count)
+    except Exception as exc:
+        if dequeue_count >= services.settings.deploy_max_attempts and not isinstance(exc, DeployRetry):
+            run_id = _run_id(body)
+            if run_id is not None:
+                reason = f"{type(exc).__name__}: {str(exc)[:400]} (gave up after {dequeue_count} tries)"
+                services.store.end(run_id, RunState.FAILED, "deploy_error", reason)
+        raise
+
+
+def _run_id(body: str) -> str | None:
+    try:
+        return str(json.loads(body)["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _handle(services: Services, body: str, dequeue_count: int) -> RunRecord | None:
     try:
         run_id = str(json.loads(body)["run_id"])
     except (ValueError, KeyError, TypeError):
@@ -52,6 +70,9 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
         log.error("deploy message for unknown run %s: dropped", run_id)
         return None
     record = found[0]
+    if record.state in ACTIVE_STATES:
+        # The timer queues the message just before it records `succeeded`: try again shortly.
+        raise DeployRetry(f"run {run_id} is still {record.state.value}")
     if record.state == RunState.SUCCEEDED:
         if record.spec is not None and not record.spec.deployment.enabled and record.metrics is not None:
             return record
@@ -66,13 +87,27 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
     if record.state != RunState.DEPLOYING:
         log.info("run %s is %s: deploy message has nothing to do", run_id, record.state.value)
         return record
-    assert record.spec is not None
+    # One instance at a time works on a run's deployment; a concurrent copy of the message tries again later.
+    outcome = services.claim(run_id, "deploy", wanted=lambda r: r.state == RunState.DEPLOYING, done=lambda r: False)
+    if outcome == ClaimOutcome.HELD:
+        raise DeployRetry(f"run {run_id} is being deployed by another instance")
+    if outcome == ClaimOutcome.GONE:
+        return store.get(run_id)
+    try:
+        return _measure_gate_deploy(services, store.get(run_id), dequeue_count)
+    finally:
+        store.update(run_id, lambda r: r.claims.pop("deploy", None) is not None)
 
+
+def _measure_gate_deploy(services: Services, record: RunRecord, dequeue_count: int) -> RunRecord:
+    run_id = record.id
+    store = services.store
+    assert record.spec is not None
     summary = ensure_metrics(services, record)
     gate_spec = record.spec.gate
     if gate_spec is not None:
         if summary is None:
-            return _end(services, run_id, RunState.GATED, "quality_gate", "no metrics: results.csv was unavailable")
+            return services.store.end(run_id, RunState.GATED, "quality_gate", "no metrics: results.csv was unavailable")
         result = evaluate_gate(gate_spec, summary)
 
         def keep_gate(r: RunRecord) -> bool:
@@ -81,7 +116,7 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
 
         store.update(run_id, keep_gate)
         if not result.passed:
-            return _end(services, run_id, RunState.GATED, "quality_gate", "; ".join(result.reasons))
+            return services.store.end(run_id, RunState.GATED, "quality_gate", "; ".join(result.reasons))
 
     if not record.spec.deployment.enabled:
 
@@ -93,8 +128,7 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
 
         return store.update(run_id, done)[0]
     if services.deployments is None:
-        return _end(
-            services,
+        return services.store.end(
             run_id,
             RunState.FAILED,
             "deployment_not_configured",
@@ -156,10 +190,13 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
                 "the best checkpoint is older than the last three epochs: deploying the final model",
             )
     if not model:
-        return _end(services, record.id, RunState.FAILED, "no_model", "the job succeeded without a fine_tuned_model")
+        return services.store.end(
+            record.id, RunState.FAILED, "no_model", "the job succeeded without a fine_tuned_model"
+        )
     name = spec.name or _default_name(record.id)
 
     def mark(r: RunRecord) -> bool:
+        r.deployment.started_at = r.deployment.started_at or utcnow()
         r.deployment.name = name
         r.deployment.model = model
         r.deployment.sku = spec.sku
@@ -168,11 +205,11 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
         return True
 
     services.store.update(record.id, mark)
+    wait = services.settings.deploy_wait_seconds
     try:
         existing = services.deployments.get(name)
         if existing is not None and existing.model_name not in (None, model):
-            return _end(
-                services,
+            return services.store.end(
                 record.id,
                 RunState.FAILED,
                 "deployment_name_taken",
@@ -183,16 +220,18 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
             log.info("run %s: deployment %s already serves %s", record.id, name, model)
         else:
             deployment = services.deployments.create_or_update_and_wait(
-                name, model_name=model, sku_name=spec.sku, capacity=spec.capacity, source=spec.source
+                name, model_name=model, sku_name=spec.sku, capacity=spec.capacity, source=spec.source, timeout=wait
             )
+    except OperationTimeoutError:
+        return _still_provisioning(services, record.id, name)
     except (OperationFailedError, BadRequestError) as exc:
-        return _end(services, record.id, RunState.FAILED, exc.code or "deployment_failed", exc.message)
-    except (InsufficientQuotaError, DeploymentLimitError, AzureOpenAIError) as exc:
+        return services.store.end(record.id, RunState.FAILED, exc.code or "deployment_failed", exc.message)
+    except AzureOpenAIError as exc:  # quota, the cap, throttling, outages, auth: retried by the queue
         code = getattr(exc, "code", None) or type(exc).__name__
         message = getattr(exc, "message", None) or str(exc)
         last = dequeue_count >= services.settings.deploy_max_attempts
         if last:
-            _end(services, record.id, RunState.FAILED, code, f"{message} (gave up after {dequeue_count} tries)")
+            services.store.end(record.id, RunState.FAILED, code, f"{message} (gave up after {dequeue_count} tries)")
         else:
             _note_deploy_error(services, record.id, code, message)
         raise DeployRetry(f"run {record.id}: deployment try {dequeue_count} failed: {code}") from exc
@@ -282,16 +321,24 @@ def _sample_prompt(services: Services, record: RunRecord) -> list[dict[str, Any]
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
-def _end(services: Services, run_id: str, state: RunState, code: str, message: str) -> RunRecord:
-    def mutate(r: RunRecord) -> bool:
-        if r.terminal:
-            return False
-        if r.state == RunState.SUCCEEDED:
-            r.transition(RunState.DEPLOYING)
-        r.fail(code, message, state=state)
-        return True
+def _still_provisioning(services: Services, run_id: str, name: str) -> RunRecord:
+    """The deployment outlived this invocation (the host's functionTimeout): look again later with a fresh
+    message instead of spending the queue's tries, until it has been provisioning for a day."""
+    record = services.store.get(run_id)
+    started = record.deployment.started_at or utcnow()
+    if utcnow() - started > DEPLOY_GIVE_UP:
+        return services.store.end(
+            run_id, RunState.FAILED, "deployment_stuck", f"deployment {name} was still not ready after {DEPLOY_GIVE_UP}"
+        )
+    services.queue(services.settings.deploy_queue).send_message(
+        json.dumps({"run_id": run_id}), visibility_timeout=int(services.settings.deploy_wait_seconds)
+    )
 
-    return services.store.update(run_id, mutate)[0]
+    def note(r: RunRecord) -> bool:
+        r.deployment.queued_at = utcnow()
+        return r.warn(f"deployment {name} is still provisioning: checking again in a while")
+
+    return services.store.update(run_id, note)[0]
 
 
 def _note_deploy_error(services: Services, run_id: str, code: str, message: str) -> None:
@@ -308,6 +355,3 @@ def _warn(services: Services, run_id: str, message: str) -> None:
         return True
 
     services.store.update(run_id, mutate)
-
-
-__all__ = ["DeployRetry", "RunDeployment", "handle_deploy_message", "ensure_metrics", "smoke_test"]

@@ -19,9 +19,9 @@ from typing import IO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContentSettings
+from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
-from shared.aoai import AzureOpenAIError, FileObject
+from shared.aoai import BadRequestError, FileObject
 from shared.claims import ClaimOutcome
 from shared.runs import (
     RunFiles,
@@ -34,13 +34,13 @@ from shared.runs import (
 )
 from shared.sas import blob_read_url
 from shared.services import Services
-from shared.spec import SpecError, build_spec, parse_profile, profile_blob_name
+from shared.spec import COMPLETION_MODELS, SpecError, build_spec, parse_profile, profile_blob_name
 from shared.validation import Issue, ValidationOptions, ValidationReport, split_examples, validate
 
 log = logging.getLogger(__name__)
 
 VALIDATION_SUFFIX = ".validation.jsonl"
-COMPLETION_MODELS = ("babbage-002", "davinci-002")
+BLOB_CHANGED = "the blob was overwritten while it was being read; the new version is a run of its own"
 _SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -77,20 +77,31 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         return store.get(run_id)
     if record.state not in (RunState.RECEIVED, RunState.VALIDATING):
         return record
+    try:
+        return _ingest(services, blob, props, run_id)
+    except Exception as exc:
+        # Keep the reason on the run: if every retry fails, the timer ends the run with it (not "see the logs").
+        note = f"ingest attempt failed: {type(exc).__name__}: {str(exc)[:300]}"
+        store.update(run_id, lambda r: r.warn(note) if not r.terminal else False)
+        raise
 
+
+def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id: str) -> RunRecord:
+    name, container = blob.blob_name, blob.container_name
+    store = services.store
     metadata = dict(props.metadata or {})
     try:
         spec = resolve_spec(services, name, metadata)
     except SpecError as exc:
-        return finish(services, run_id, "invalid_spec", str(exc), RunState.REJECTED)
+        return services.store.end(run_id, RunState.REJECTED, "invalid_spec", str(exc))
     model_problem = check_model(services, spec.model)
     if model_problem is not None:
-        return finish(services, run_id, "model_not_fine_tunable", model_problem, RunState.REJECTED)
+        return services.store.end(run_id, RunState.REJECTED, "model_not_fine_tunable", model_problem)
 
     try:
         validation_blob = _find_validation_blob(services, container, name, metadata)
     except SpecError as exc:
-        return finish(services, run_id, "validation_file_missing", str(exc), RunState.REJECTED)
+        return services.store.end(run_id, RunState.REJECTED, "validation_file_missing", str(exc))
 
     def start_validating(r: RunRecord) -> bool:
         if r.state not in (RunState.RECEIVED, RunState.VALIDATING):
@@ -107,13 +118,7 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
     try:
         report, sha256 = _validate(services, blob, str(props.etag), container, validation_blob, spec)
     except ResourceModifiedError:
-        return finish(
-            services,
-            run_id,
-            "blob_changed",
-            "the blob was overwritten while it was being read; the new version is a run of its own",
-            RunState.FAILED,
-        )
+        return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
     store.put_artifact(run_id, "validation.json", report.model_dump_json(indent=2), "application/json")
     summary = _summary(report)
     problem = _format_problem(report, spec) if report.valid else None
@@ -139,7 +144,10 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         training_filename=f"{run_id}-training.jsonl",
     )
     if validation_blob is None and spec.validation_split > 0:
-        staged = _stage_split(services, blob, str(props.etag), run_id, spec.validation_split)
+        try:
+            staged = _stage_split(services, blob, str(props.etag), run_id, spec.validation_split)
+        except ResourceModifiedError:
+            return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
         if staged is not None:
             files.training_blob, files.validation_blob = staged
     if files.validation_blob:
@@ -162,18 +170,6 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         ensure_imports(services, run_id)
         record = store.get(run_id)
     return record
-
-
-def finish(services: Services, run_id: str, code: str, message: str, state: RunState) -> RunRecord:
-    """End a run that has not reached a job (rejected or failed), once."""
-
-    def mutate(r: RunRecord) -> bool:
-        if r.terminal:
-            return False
-        r.fail(code, message, state=state)
-        return True
-
-    return services.store.update(run_id, mutate)[0]
 
 
 # --- spec -----------------------------------------------------------------------------------------------------
@@ -322,10 +318,11 @@ def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes
 # --- import -----------------------------------------------------------------------------------------------------
 def ensure_imports(services: Services, run_id: str) -> RunRecord:
     """Import the run's files (once), under a claim; reconcile a lost answer by file name."""
-    outcome = services.claim(run_id, "import", wanted=lambda r: r.state == RunState.IMPORTING, done=_imports_done)
+    outcome = services.claim(run_id, "import", wanted=lambda r: r.state == RunState.IMPORTING, done=imports_done)
     record = services.store.get(run_id)
     if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
         return record
+    duplicates: list[str] = []
     existing: dict[str, FileObject] = {}
     for f in services.aoai.files.list(purpose="fine-tune"):
         if f.filename and f.status != "deleted":
@@ -347,25 +344,28 @@ def ensure_imports(services: Services, run_id: str) -> RunRecord:
             )
             try:
                 found = services.aoai.files.import_from_url(filename, url, purpose="fine-tune")
-            except AzureOpenAIError as exc:
-                if getattr(exc, "status_code", None) == 400:
-                    return finish(
-                        services, run_id, getattr(exc, "code", None) or "import_failed", exc.message, RunState.FAILED
-                    )
-                raise
+            except BadRequestError as exc:
+                return services.store.end(run_id, RunState.FAILED, exc.code or "import_failed", exc.message)
             log.info("run %s: imported %s as %s", run_id, kind, found.id)
         file_obj = found
 
         def record_file(r: RunRecord, kind: str = kind, file_obj: FileObject = file_obj) -> bool:
+            recorded = getattr(r.files, f"{kind}_file_id")
+            if recorded and recorded != file_obj.id:
+                duplicates.append(file_obj.id)  # another instance's import won: ours is surplus
+                return False
             setattr(r.files, f"{kind}_file_id", file_obj.id)
             setattr(r.files, f"{kind}_status", file_obj.status)
-            if _imports_done(r):
+            if imports_done(r):
                 r.claims.pop("import", None)
             return True
 
         record, _ = services.store.update(run_id, record_file)
+    for file_id in duplicates:
+        log.warning("run %s: deleting surplus import %s (another instance recorded its own)", run_id, file_id)
+        services.aoai.files.delete(file_id)
     return record
 
 
-def _imports_done(r: RunRecord) -> bool:
+def imports_done(r: RunRecord) -> bool:
     return bool(r.files.training_file_id) and (not r.files.validation_blob or bool(r.files.validation_file_id))

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def run_event(record: RunRecord, previous: RunState | None) -> dict[str, Any]:
     return {
-        "event_id": f"{record.id}:{record.state.value}",
+        "event_id": f"{record.id}:{len(record.history)}:{record.state.value}",
         "type": "run.state_changed",
         "at": utcnow().isoformat(),
         "run_id": record.id,

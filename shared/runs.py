@@ -52,7 +52,7 @@ ACTIVE_STATES = frozenset({RunState.RECEIVED, RunState.VALIDATING, RunState.IMPO
 ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.RECEIVED: frozenset({RunState.VALIDATING, RunState.REJECTED, RunState.FAILED}),
     RunState.VALIDATING: frozenset({RunState.IMPORTING, RunState.REJECTED, RunState.FAILED}),
-    RunState.IMPORTING: frozenset({RunState.TRAINING, RunState.FAILED, RunState.REJECTED}),
+    RunState.IMPORTING: frozenset({RunState.TRAINING, RunState.FAILED}),
     RunState.TRAINING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
     RunState.SUCCEEDED: frozenset({RunState.DEPLOYING, RunState.FAILED}),
     RunState.DEPLOYING: frozenset({RunState.DEPLOYED, RunState.GATED, RunState.FAILED, RunState.SUCCEEDED}),
@@ -183,6 +183,10 @@ class SmokeTest(_Model):
 
 
 class RunDeployment(_Model):
+    queued_at: datetime | None = None
+    """When the deploy message was (last) queued."""
+    started_at: datetime | None = None
+    """When the first deployment attempt began (a deployment still provisioning is given up after a day)."""
     name: str | None = None
     model: str | None = None
     sku: str | None = None
@@ -244,9 +248,21 @@ class RunRecord(_Model):
         self.error = RunError(code=code, message=message)
         self.transition(state, f"{code}: {message}"[:500])
 
-    def warn(self, message: str) -> None:
-        if message not in self.warnings:
-            self.warnings.append(message)
+    def warn(self, message: str) -> bool:
+        """Add a warning once; False when it was already there (nothing to write)."""
+        if message in self.warnings:
+            return False
+        self.warnings.append(message)
+        return True
+
+    @property
+    def awaits_deploy(self) -> bool:
+        """Succeeded and due a deployment: the timer re-queues the deploy message if it was lost."""
+        return self.state == RunState.SUCCEEDED and self.spec is not None and self.spec.deployment.enabled
+
+    def entered(self, state: RunState) -> datetime | None:
+        """When the run last entered `state`."""
+        return next((h.at for h in reversed(self.history) if h.state == state), None)
 
     @classmethod
     def new(cls, run_id: str, source: RunSource) -> RunRecord:

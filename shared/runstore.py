@@ -44,7 +44,7 @@ def run_folder(run_id: str) -> str:
 def _tags(record: RunRecord) -> dict[str, str]:
     """Blob index tags: enough for the timer to skip reading a record whose job has not moved."""
     return {
-        "active": "1" if record.state in ACTIVE_STATES else "0",
+        "active": "1" if record.state in ACTIVE_STATES or record.awaits_deploy else "0",
         "state": record.state.value,
         "job": record.job.id or "-",
         "job_status": record.job.status or "-",
@@ -164,6 +164,19 @@ class RunStore:
                 self.on_change(record, before)
             except Exception:  # noqa: BLE001 - a notification never breaks the pipeline
                 log.exception("run %s: state-change listener failed", record.id)
+
+    def end(self, run_id: str, state: RunState, code: str, message: str) -> RunRecord:
+        """End a run once (rejected, failed, gated, cancelled) with the reason; a no-op if it already ended."""
+
+        def mutate(r: RunRecord) -> bool:
+            if r.terminal:
+                return False
+            if r.state == RunState.SUCCEEDED and state != RunState.FAILED:
+                r.transition(RunState.DEPLOYING)
+            r.fail(code, message, state=state)
+            return True
+
+        return self.update(run_id, mutate)[0]
 
     def active_runs(self) -> list[ActiveRun]:
         """Runs the timer must advance, from one blob index query (never a listing of all runs)."""

@@ -6,6 +6,7 @@ Azurite and emulator.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -120,6 +121,8 @@ def _default_credential(client_id: str) -> TokenCredential:
 
 @lru_cache(maxsize=1)
 def get_services() -> Services:
+    # httpx logs every request URL at INFO: webhook URLs and SAS URLs are secrets, so keep it to warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     services = Services.from_settings(get_settings())
     services.ensure_storage()
     return services

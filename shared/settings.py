@@ -78,10 +78,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = 512 * 1024 * 1024
     queued_warning_minutes: float = Field(default=60.0, description="Warn on a run whose job waits longer than this.")
     claim_timeout_seconds: float = Field(
-        default=120.0, description="A create claimed this long ago with no answer recorded is reconciled and retried."
+        default=600.0,
+        description="A create claimed this long ago with no answer recorded is reconciled and retried. Must exceed "
+        "the client's worst case for one create (4 tries x 60 s read timeout + 3 waits of at most 60 s = 420 s).",
     )
     tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
     deploy_max_attempts: int = Field(default=5, description="Must match host.json queues.maxDequeueCount.")
+    deploy_wait_seconds: float = Field(
+        default=420.0, description="Longest wait for a deployment in one invocation (below host.json functionTimeout)."
+    )
     smoke_test: bool = True
     notify_webhook_url: SecretStr | None = Field(default=None, description="POSTed a JSON event on each state change.")
 

@@ -25,6 +25,9 @@ from pydantic import ValidationError
 from shared.runs import RunSpec
 from shared.settings import Settings
 
+# Models that train on prompt/completion data (and answer on /completions); every other model is chat.
+COMPLETION_MODELS = ("babbage-002", "davinci-002")
+
 # metadata key -> path in the RunSpec document
 METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("model",),

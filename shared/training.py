@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobEvent, JobState
 from shared.claims import ClaimOutcome
-from shared.ingest import ensure_imports, finish
+from shared.ingest import ensure_imports, imports_done
 from shared.runs import CheckpointInfo, RunRecord, RunState, utcnow
 from shared.runstore import ActiveRun
 from shared.services import Services
@@ -30,6 +30,8 @@ from shared.services import Services
 log = logging.getLogger(__name__)
 
 STALE_INGEST = timedelta(minutes=30)
+IMPORT_DEADLINE = timedelta(hours=2)
+DEPLOY_REQUEUE = timedelta(minutes=10)
 EVENTS_ARTIFACT = "events.json"
 
 
@@ -67,6 +69,8 @@ def _advance_safely(services: Services, run: ActiveRun) -> str:
         return advance(services, run.run_id, job=job)
     except AzureOpenAIError as exc:
         log.warning("run %s: service error, will retry next tick: %s", run.run_id, exc)
+        note = f"service error (retrying every tick): {str(exc)[:300]}"
+        services.store.update(run.run_id, lambda r: r.warn(note) if not r.terminal else False)
         return "service_error"
     except Exception:  # noqa: BLE001 - one broken run must not stop the others
         log.exception("run %s: unexpected error, will retry next tick", run.run_id)
@@ -91,13 +95,14 @@ def advance(services: Services, run_id: str, *, job: FineTuningJob | None = None
     record = found[0]
     if record.state in (RunState.RECEIVED, RunState.VALIDATING):
         if utcnow() - record.updated_at > STALE_INGEST:
-            finish(
-                services,
+            last = next((w for w in reversed(record.warnings) if w.startswith("ingest attempt failed")), None)
+            reason = f" Last: {last}." if last else ""
+            services.store.end(
                 run_id,
-                "ingest_incomplete",
-                "the blob trigger did not finish this run (see the webjobs-blobtrigger-poison queue and the logs); "
-                "drop the file again to retry",
                 RunState.FAILED,
+                "ingest_incomplete",
+                "the blob trigger did not finish this run (its blob event is in webjobs-blobtrigger-poison)."
+                f"{reason} Drop the file again to retry.",
             )
             return "failed"
         return "ingesting"
@@ -105,7 +110,27 @@ def advance(services: Services, run_id: str, *, job: FineTuningJob | None = None
         return _advance_import(services, record)
     if record.state == RunState.TRAINING:
         return _poll_job(services, record, job)
+    if record.awaits_deploy:
+        return _requeue_lost_deploy(services, record)
     return "idle"
+
+
+def _requeue_lost_deploy(services: Services, record: RunRecord) -> str:
+    """A succeeded run whose deploy message was lost (or poisoned early) is queued again, at most every so often."""
+    last = record.deployment.queued_at or record.entered(RunState.SUCCEEDED) or record.updated_at
+    if utcnow() - last < DEPLOY_REQUEUE:
+        return "awaiting_deploy"
+    services.queue(services.settings.deploy_queue).send_message(json.dumps({"run_id": record.id}))
+
+    def mark(r: RunRecord) -> bool:
+        if not r.awaits_deploy:
+            return False
+        r.deployment.queued_at = utcnow()
+        r.warn("the deploy message was queued again: the first one was not acted on")
+        return True
+
+    services.store.update(record.id, mark)
+    return "deploy_requeued"
 
 
 # --- importing --------------------------------------------------------------------------------------------------
@@ -122,12 +147,22 @@ def _advance_import(services: Services, record: RunRecord) -> str:
         if status != "processed":
             file_obj = services.aoai.files.get(file_id)
             status = file_obj.status
-            if status == "error":
-                details = file_obj.status_details or "no details given by the service"
-                finish(services, record.id, "file_import_failed", f"{kind} file {file_id}: {details}", RunState.FAILED)
+            if status in ("error", "deleted"):
+                details = file_obj.status_details or f"the file is {status}; the service gave no details"
+                services.store.end(
+                    record.id, RunState.FAILED, "file_import_failed", f"{kind} file {file_id}: {details}"
+                )
                 return "failed"
         statuses[kind] = status
-    if not record.files.training_file_id:
+    if not imports_done(record):
+        # Never create the job with only some of its files: another instance may still be importing the rest.
+        since = record.entered(RunState.IMPORTING) or record.updated_at
+        if utcnow() - since > IMPORT_DEADLINE:
+            last = next((w for w in reversed(record.warnings) if w.startswith("service error")), "no error recorded")
+            services.store.end(
+                record.id, RunState.FAILED, "import_incomplete", f"files not imported after {IMPORT_DEADLINE}: {last}"
+            )
+            return "failed"
         return "importing"
 
     def note(r: RunRecord) -> bool:
@@ -139,9 +174,7 @@ def _advance_import(services: Services, record: RunRecord) -> str:
         return changed
 
     record, _ = services.store.update(record.id, note)
-    if all(s == "processed" for s in statuses.values()) and (
-        not record.files.validation_file_id or "validation" in statuses
-    ):
+    if all(s == "processed" for s in statuses.values()):
         return ensure_job(services, record.id)
     return "importing"
 
@@ -181,13 +214,17 @@ def ensure_job(services: Services, run_id: str) -> str:
                 training_type=spec.training_type,
             )
         except BadRequestError as exc:
-            finish(services, run_id, exc.code or "job_create_rejected", exc.message, RunState.FAILED)
+            services.store.end(run_id, RunState.FAILED, exc.code or "job_create_rejected", exc.message)
             return "failed"
         log.info("run %s: created job %s", run_id, job.id)
     created = job
 
+    surplus: list[str] = []
+
     def record_job(r: RunRecord) -> bool:
         if r.job.id is not None:
+            if r.job.id != created.id:
+                surplus.append(created.id)  # another instance's job won the record: ours must not train on
             return False
         r.job.id = created.id
         r.job.status = created.status
@@ -197,7 +234,10 @@ def ensure_job(services: Services, run_id: str) -> str:
         return True
 
     services.store.update(run_id, record_job)
-    return "job_created"
+    for job_id in surplus:
+        log.warning("run %s: cancelling surplus job %s (another instance recorded its own)", run_id, job_id)
+        services.aoai.jobs.cancel(job_id)
+    return "job_created" if not surplus else "job_surplus_cancelled"
 
 
 def _find_job(services: Services, training_file_id: str) -> FineTuningJob | None:
@@ -216,8 +256,9 @@ def _poll_job(services: Services, record: RunRecord, job: FineTuningJob | None =
     new_events: list[JobEvent] = []
     if state != "pending" or job.status != record.job.status:
         new_events = list(services.aoai.jobs.events(job.id, newer_than=record.job.last_event_id))
+    events_total = record.job.events_recorded
     if new_events:
-        _merge_events(services, record.id, new_events)
+        events_total = _merge_events(services, record.id, new_events)
     checkpoints: list[CheckpointInfo] = []
     if state == "succeeded":
         checkpoints = [
@@ -229,7 +270,8 @@ def _poll_job(services: Services, record: RunRecord, job: FineTuningJob | None =
             )
             for c in services.aoai.jobs.checkpoints(job.id)
         ]
-        # Queue first, then record: a crash in between re-queues, and the deploy handler is idempotent.
+        # Queue first, then record: a crash in between re-queues, and the deploy handler is idempotent (a message
+        # that arrives before the record says succeeded is retried by the queue).
         services.queue(services.settings.deploy_queue).send_message(json.dumps({"run_id": record.id}))
 
     def mutate(r: RunRecord) -> bool:
@@ -242,9 +284,9 @@ def _poll_job(services: Services, record: RunRecord, job: FineTuningJob | None =
         r.job.result_files = list(job.result_files or [])
         r.job.estimated_finish = _dt(job.estimated_finish)
         r.job.finished_at = _dt(job.finished_at)
-        if new_events:
+        if new_events and r.job.last_event_id == record.job.last_event_id:  # not already moved on by another tick
             r.job.last_event_id = new_events[0].id
-            r.job.events_recorded += len(new_events)
+            r.job.events_recorded = events_total
             metrics = next((e.data for e in new_events if e.type == "metrics" and e.data), None)
             if metrics:
                 r.job.latest_metrics = dict(metrics)
@@ -258,6 +300,7 @@ def _poll_job(services: Services, record: RunRecord, job: FineTuningJob | None =
                 )
         if state == "succeeded":
             r.job.checkpoints = checkpoints
+            r.deployment.queued_at = utcnow()
             r.transition(RunState.SUCCEEDED, f"model {job.fine_tuned_model}; deployment queued")
         elif state == "failed":
             err = job.error
@@ -279,11 +322,12 @@ def _dt(timestamp: int | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 
 
-def _merge_events(services: Services, run_id: str, new_events: list[JobEvent]) -> None:
-    """events.json holds every event seen, newest first, deduplicated by id (safe to repeat)."""
+def _merge_events(services: Services, run_id: str, new_events: list[JobEvent]) -> int:
+    """events.json holds every event seen, newest first, deduplicated by id (safe to repeat). Returns the count."""
     raw = services.store.get_artifact(run_id, EVENTS_ARTIFACT)
     known: list[dict[str, object]] = json.loads(raw) if raw else []
     seen = {e.get("id") for e in known}
     fresh = [e.model_dump(mode="json") for e in new_events if e.id not in seen]
     if fresh:
         services.store.put_json(run_id, EVENTS_ARTIFACT, fresh + known)
+    return len(fresh) + len(known)

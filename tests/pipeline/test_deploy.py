@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ from shared.deploy import DeployRetry, handle_deploy_message
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
+from shared.training import tick
 from tests.pipeline.conftest import Driver, chat_lines
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -150,3 +154,102 @@ def test_best_checkpoint_target_deploys_a_checkpoint(driver: Driver, services: S
     assert services.deployments is not None
     deployed = services.deployments.get("ckpt-deploy")
     assert deployed is not None and deployed.model_name == best
+
+
+def test_deploy_message_before_the_run_says_succeeded_is_retried_not_dropped(
+    driver: Driver, services: Services
+) -> None:
+    driver.drop("early.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "early"})
+    record = driver.blob_event("early.jsonl")
+    assert record is not None
+    record = driver.run(record.id, until=lambda r: r.state == RunState.TRAINING, deploy=False)
+    with pytest.raises(DeployRetry, match="still training"):
+        handle_deploy_message(services, json.dumps({"run_id": record.id}), 1)
+    assert services.store.get(record.id).state == RunState.TRAINING
+    assert driver.run(record.id).state == RunState.DEPLOYED
+
+
+def test_concurrent_duplicate_deploy_messages_deploy_once(driver: Driver, services: Services, emulator: Any) -> None:
+    record = _train(driver, "race-deploy.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "race"})
+    body = json.dumps({"run_id": record.id})
+    errors: list[BaseException] = []
+    retried: list[DeployRetry] = []
+    barrier = threading.Barrier(3)
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            handle_deploy_message(services, body, 1)
+        except DeployRetry as exc:  # the queue would deliver it again later
+            retried.append(exc)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    record = services.store.get(record.id)
+    assert record.state == RunState.DEPLOYED
+    assert [h.state for h in record.history].count(RunState.DEPLOYED) == 1
+    puts = [line for line in emulator.log_text().splitlines() if "PUT" in line and "/deployments/race " in line]
+    assert len(puts) == 1  # one instance deployed; the copies that overlapped it were told to come back
+    assert all("another instance" in str(r) or "is succeeded" in str(r) for r in retried)
+    assert handle_deploy_message(services, body, 2) is not None  # the retried copy finds the run deployed
+    assert len([ln for ln in emulator.log_text().splitlines() if "PUT" in ln and "/deployments/race " in ln]) == 1
+
+
+def test_last_try_with_an_unexpected_error_fails_the_run_with_the_reason(
+    driver: Driver, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = _train(driver, "boom.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "boom"})
+    import shared.deploy
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("results.csv storage is on fire")
+
+    monkeypatch.setattr(shared.deploy, "ensure_metrics", broken)
+    body = json.dumps({"run_id": record.id})
+    with pytest.raises(RuntimeError):
+        handle_deploy_message(services, body, 1)
+    assert services.store.get(record.id).state == RunState.DEPLOYING
+    with pytest.raises(RuntimeError):
+        handle_deploy_message(services, body, 3)  # the last try (DEPLOY_MAX_ATTEMPTS=3 in these tests)
+    record = services.store.get(record.id)
+    assert record.state == RunState.FAILED and record.error is not None
+    assert record.error.code == "deploy_error" and "storage is on fire" in record.error.message
+
+
+def test_lost_deploy_message_is_queued_again_by_the_timer(
+    driver: Driver, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.training
+
+    record = _train(driver, "lost.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "lost"})
+    queue = services.queue(services.settings.deploy_queue)
+    queue.clear_messages()  # the message is lost
+    tick(services)
+    assert queue.peek_messages() == []  # not yet: the first message gets 10 minutes
+    monkeypatch.setattr(shared.training, "DEPLOY_REQUEUE", timedelta(0))
+    tick(services)
+    assert [json.loads(m.content)["run_id"] for m in queue.peek_messages()] == [record.id]
+    assert driver.run(record.id).state == RunState.DEPLOYED
+
+
+def test_deployment_still_provisioning_is_checked_again_later(
+    driver: Driver, services: Services, emulator: Any
+) -> None:
+    record = _train(driver, "slow.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "slow"})
+    emulator.set_scenario("deployment_stuck")
+    services.settings.deploy_wait_seconds = 1.0
+    queue = services.queue(services.settings.deploy_queue)
+    queue.clear_messages()
+    record = handle_deploy_message(services, json.dumps({"run_id": record.id}), 1)  # no exception: not a failure
+    assert record is not None and record.state == RunState.DEPLOYING
+    assert any("still provisioning" in w for w in record.warnings)
+    assert record.deployment.started_at is not None and record.deployment.queued_at is not None
+    assert queue.peek_messages() == []  # queued again, invisible for DEPLOY_WAIT_SECONDS
+    time.sleep(1.5)
+    assert [json.loads(m.content)["run_id"] for m in queue.peek_messages()] == [record.id]

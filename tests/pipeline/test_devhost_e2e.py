@@ -130,11 +130,15 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
         with Stack(tmp_path / "stack", extra_settings=settings) as stack:
             key = {"x-functions-key": stack.function_key}
             assert httpx.get(f"{stack.http_url}/runs").status_code == 401
-            answer = httpx.post(
+            answer = httpx.post(  # the key as ?code=, the other documented way
                 f"{stack.http_url}/runs",
-                params={"name": "api.jsonl", "deployment_name": "api", "validation_split": "0"},
+                params={
+                    "name": "api.jsonl",
+                    "deployment_name": "api",
+                    "validation_split": "0",
+                    "code": stack.function_key,
+                },
                 content=_Receiver.payload,
-                headers=key,
             )
             assert answer.status_code == 202, answer.text
             run_id = answer.json()["run_id"]
@@ -180,4 +184,7 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
     states = [e["state"] for e in _Receiver.events if e["run_id"] == run_id]
     assert states[-1] == "deployed"
     assert {"validating", "importing", "training", "succeeded", "deploying"} <= set(states)
-    assert all(e["event_id"] == f"{e['run_id']}:{e['state']}" for e in _Receiver.events)
+    assert all(str(e["event_id"]).endswith(f":{e['state']}") for e in _Receiver.events)
+    assert len({e["event_id"] for e in _Receiver.events}) == len(_Receiver.events)
+    logs = "".join(p.read_text() for p in (tmp_path / "stack").glob("devhost*.log"))
+    assert "/hook" not in logs and "/data.jsonl" not in logs  # webhook and submitted URLs are never logged

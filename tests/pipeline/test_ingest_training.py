@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -277,3 +278,38 @@ def test_no_sas_or_key_in_logs_records_or_service_logs(
         assert "sig=" not in text, where
         assert emulator.api_key not in text, where
         assert key[:20] not in text, where
+
+
+def test_no_job_is_created_before_the_validation_file_is_imported(
+    driver: Driver, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver.drop("half.validation.jsonl", chat_lines(10, tag=" (held out)"))
+    real_import = services.aoai.files.import_from_url
+    calls: list[str] = []
+
+    def second_import_dies(filename: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(filename)
+        if filename.endswith("-validation.jsonl"):
+            raise Crash("killed between the training and the validation import")
+        return real_import(filename, *args, **kwargs)
+
+    monkeypatch.setattr(services.aoai.files, "import_from_url", second_import_dies)
+    name = driver.drop("half.jsonl", chat_lines(12))
+    with pytest.raises(Crash):
+        driver.blob_event(name)
+    monkeypatch.undo()
+    run_id = next(r.id for r in services.store.iter_records())
+    half = services.store.get(run_id)
+    assert half.files.training_file_id and not half.files.validation_file_id
+    # The training file gets processed while the validation import is unfinished: no job may start.
+    deadline = time.monotonic() + 10
+    while services.aoai.files.get(half.files.training_file_id).status != "processed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    services.settings.claim_timeout_seconds = 300  # the dead importer's claim still looks fresh
+    tick(services)
+    assert services.store.get(run_id).job.id is None
+    services.settings.claim_timeout_seconds = 0  # now it is stale: the next tick takes over and finishes
+    record = driver.run(run_id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
+    assert record.files.validation_file_id
+    (job,) = _jobs_for(services, record.files.training_file_id)
+    assert job.validation_file == record.files.validation_file_id
