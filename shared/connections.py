@@ -137,9 +137,7 @@ class StorageConnection:
             else:
                 endpoints_found[service] = None
         if key is None and sas is None:
-            raise ConnectionSettingError(
-                f"setting {setting!r} has neither AccountKey nor SharedAccessSignature"
-            )
+            raise ConnectionSettingError(f"setting {setting!r} has neither AccountKey nor SharedAccessSignature")
         if key is not None and account is None:
             raise ConnectionSettingError(f"setting {setting!r} has an AccountKey but no AccountName")
         if not any(endpoints_found.values()):
@@ -206,9 +204,7 @@ class StorageConnection:
     def connection_string(self) -> str:
         """A connection string for this account (key or SAS connections only)."""
         if self.uses_identity:
-            raise ConnectionSettingError(
-                f"connection {self.setting!r} is identity-based and has no connection string"
-            )
+            raise ConnectionSettingError(f"connection {self.setting!r} is identity-based and has no connection string")
         fields: list[str] = []
         if self.account_name:
             fields.append(f"AccountName={self.account_name}")

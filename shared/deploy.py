@@ -288,12 +288,15 @@ def smoke_test(services: Services, record: RunRecord, deployment: str) -> SmokeT
 
 
 def _sample_prompt(services: Services, record: RunRecord) -> list[dict[str, Any]]:
-    for location in (record.files.validation_blob, record.files.training_blob):
+    for location, snapshot in (
+        (record.files.validation_blob, record.files.validation_snapshot),
+        (record.files.training_blob, record.files.training_snapshot),
+    ):
         if not location:
             continue
         container, blob_name = location.split("/", 1)
         head = (
-            services.blobs.get_blob_client(container, blob_name)
+            services.blobs.get_blob_client(container, blob_name, snapshot=snapshot)
             .download_blob(offset=0, length=SMOKE_PROMPT_BYTES)
             .readall()
         )

@@ -115,10 +115,20 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
     if record.state != RunState.VALIDATING:
         return record
 
+    # Pin the content: a snapshot of exactly the version this event is about (the blob itself is untouched).
+    # Validation, the split and the import all read the snapshot, so what was validated is what is trained on.
     try:
-        report, sha256 = _validate(services, blob, str(props.etag), container, validation_blob, spec)
+        snapshot = str(blob.create_snapshot(etag=props.etag, match_condition=MatchConditions.IfNotModified)["snapshot"])
     except ResourceModifiedError:
         return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
+    pinned = services.blobs.get_blob_client(container, name, snapshot=snapshot)
+    validation_snapshot = None
+    pinned_validation = None
+    if validation_blob:
+        validation_client = services.blobs.get_blob_client(container, validation_blob)
+        validation_snapshot = str(validation_client.create_snapshot()["snapshot"])
+        pinned_validation = services.blobs.get_blob_client(container, validation_blob, snapshot=validation_snapshot)
+    report, sha256 = _validate(services, pinned, pinned_validation, spec)
     store.put_artifact(run_id, "validation.json", report.model_dump_json(indent=2), "application/json")
     summary = _summary(report)
     problem = _format_problem(report, spec) if report.valid else None
@@ -140,16 +150,16 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
 
     files = RunFiles(
         training_blob=f"{container}/{name}",
+        training_snapshot=snapshot,
         validation_blob=f"{container}/{validation_blob}" if validation_blob else None,
+        validation_snapshot=validation_snapshot,
         training_filename=f"{run_id}-training.jsonl",
     )
     if validation_blob is None and spec.validation_split > 0:
-        try:
-            staged = _stage_split(services, blob, str(props.etag), run_id, spec.validation_split)
-        except ResourceModifiedError:
-            return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
+        staged = _stage_split(services, pinned, run_id, spec.validation_split)
         if staged is not None:
             files.training_blob, files.validation_blob = staged
+            files.training_snapshot = None  # staging blobs are the run's own
     if files.validation_blob:
         files.validation_filename = f"{run_id}-validation.jsonl"
 
@@ -247,13 +257,11 @@ def _hashing(chunks: Iterator[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
 
 
 def _validate(
-    services: Services, blob: BlobClient, etag: str, container: str, validation_blob: str | None, spec: RunSpec
+    services: Services, training_blob: BlobClient, validation_blob: BlobClient | None, spec: RunSpec
 ) -> tuple[ValidationReport, str]:
     digest = hashlib.sha256()
-    training = _hashing(blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks(), digest)
-    validation = None
-    if validation_blob:
-        validation = services.blobs.get_blob_client(container, validation_blob).download_blob().chunks()
+    training = _hashing(training_blob.download_blob().chunks(), digest)
+    validation = validation_blob.download_blob().chunks() if validation_blob is not None else None
     options = ValidationOptions(
         max_bytes=services.settings.max_file_bytes,
         price_per_million_tokens=services.settings.price_per_million_training_tokens,
@@ -289,16 +297,14 @@ def _rejection_message(report: ValidationReport) -> str:
 
 
 # --- staging ----------------------------------------------------------------------------------------------------
-def _stage_split(
-    services: Services, blob: BlobClient, etag: str, run_id: str, fraction: float
-) -> tuple[str, str] | None:
+def _stage_split(services: Services, blob: BlobClient, run_id: str, fraction: float) -> tuple[str, str] | None:
     """Split the file by hash into staging blobs. None when it is too small to spare a validation set."""
     staging = services.settings.staging_container
     with (
         tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as train_out,
         tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as valid_out,
     ):
-        chunks = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
+        chunks = blob.download_blob().chunks()
         result = split_examples(chunks, train_out, valid_out, fraction=fraction)
         if result.valid_examples == 0:
             return None
@@ -339,6 +345,7 @@ def ensure_imports(services: Services, run_id: str) -> RunRecord:
                 services.blobs,
                 container,
                 blob_name,
+                snapshot=getattr(record.files, f"{kind}_snapshot"),
                 ttl=timedelta(minutes=services.settings.sas_ttl_minutes),
                 account_key=services.storage.account_key,
             )

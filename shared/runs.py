@@ -141,8 +141,11 @@ class Claim(_Model):
 
 class RunFiles(_Model):
     training_blob: str | None = None
-    """Where the imported training content lives (the dropped blob, or the staged split)."""
+    """Where the imported training content lives (`container/name`: the dropped blob, or the staged split)."""
+    training_snapshot: str | None = None
+    """The snapshot of the dropped blob that was validated and is imported (None for staged files)."""
     validation_blob: str | None = None
+    validation_snapshot: str | None = None
     training_filename: str | None = None
     validation_filename: str | None = None
     training_file_id: str | None = None

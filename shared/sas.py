@@ -24,9 +24,10 @@ def blob_read_url(
     *,
     ttl: timedelta,
     account_key: str | None,
+    snapshot: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """A URL that can read `container/blob` (and nothing else) until `now + ttl`."""
+    """A URL that can read `container/blob` (that snapshot of it, when given; nothing else) until `now + ttl`."""
     start = (now or datetime.now(UTC)) - _SKEW
     expiry = start + _SKEW + ttl
     account_name = service.account_name
@@ -35,7 +36,14 @@ def blob_read_url(
     permission = BlobSasPermissions(read=True)
     if account_key:
         token = generate_blob_sas(
-            account_name, container, blob, account_key=account_key, permission=permission, start=start, expiry=expiry
+            account_name,
+            container,
+            blob,
+            snapshot=snapshot,
+            account_key=account_key,
+            permission=permission,
+            start=start,
+            expiry=expiry,
         )
     else:
         delegation_key = service.get_user_delegation_key(key_start_time=start, key_expiry_time=expiry)
@@ -43,12 +51,14 @@ def blob_read_url(
             account_name,
             container,
             blob,
+            snapshot=snapshot,
             user_delegation_key=delegation_key,
             permission=permission,
             start=start,
             expiry=expiry,
         )
-    return f"{service.get_blob_client(container, blob).url}?{token}"
+    url = service.get_blob_client(container, blob, snapshot=snapshot).url
+    return f"{url}{'&' if '?' in url else '?'}{token}"
 
 
 def redact_url(url: str) -> str:

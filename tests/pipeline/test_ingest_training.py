@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -313,3 +314,26 @@ def test_no_job_is_created_before_the_validation_file_is_imported(
     assert record.files.validation_file_id
     (job,) = _jobs_for(services, record.files.training_file_id)
     assert job.validation_file == record.files.validation_file_id
+
+
+def test_what_was_validated_is_what_gets_imported_even_if_the_blob_changes(
+    driver: Driver, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = chat_lines(12)
+    name = driver.drop("pinned.jsonl", original, {"validation_split": "0"})
+    real_import = services.aoai.files.import_from_url
+    blob = services.blobs.get_blob_client(services.settings.drop_container, name)
+
+    def overwrite_then_import(*args: Any, **kwargs: Any) -> Any:
+        blob.upload_blob(b"not json at all\n", overwrite=True)  # someone re-uploads mid-flight
+        return real_import(*args, **kwargs)
+
+    monkeypatch.setattr(services.aoai.files, "import_from_url", overwrite_then_import)
+    record = driver.blob_event(name)
+    monkeypatch.undo()
+    assert record is not None and record.files.training_snapshot
+    record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
+    assert record.files.training_file_id
+    assert services.aoai.files.content(record.files.training_file_id) == original
+    assert record.source.sha256 == hashlib.sha256(original).hexdigest()
+    assert blob.download_blob().readall() == b"not json at all\n"  # the new version is its own (future) run
