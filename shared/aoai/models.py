@@ -11,7 +11,7 @@ Job status spellings differ by surface; :attr:`FineTuningJob.state` folds them i
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,7 +48,7 @@ def _canonical(value: Any, spellings: tuple[str, ...]) -> Any:
 
 # ---------------------------------------------------------------------------------------------- files
 FileStatus = Literal["uploaded", "pending", "running", "processed", "error", "deleting", "deleted"]
-_FILE_STATUSES: tuple[str, ...] = ("uploaded", "pending", "running", "processed", "error", "deleting", "deleted")
+_FILE_STATUSES: tuple[str, ...] = get_args(FileStatus)
 FILE_TERMINAL: frozenset[str] = frozenset({"processed", "error", "deleted"})
 
 
@@ -102,22 +102,7 @@ JobStatus = Literal[
     "canceled",
     "deleted",
 ]
-_JOB_STATUSES: tuple[str, ...] = (
-    "created",
-    "pending",
-    "validating_files",
-    "queued",
-    "notRunning",
-    "running",
-    "pausing",
-    "paused",
-    "resuming",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "canceled",
-    "deleted",
-)
+_JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 
 class JobState(StrEnum):
@@ -321,16 +306,7 @@ class Completion(_Wire):
 
 # ---------------------------------------------------------------------------------------- deployments
 ProvisioningState = Literal["Accepted", "Creating", "Deleting", "Moving", "Failed", "Succeeded", "Disabled", "Canceled"]
-_PROVISIONING_STATES: tuple[str, ...] = (
-    "Accepted",
-    "Creating",
-    "Deleting",
-    "Moving",
-    "Failed",
-    "Succeeded",
-    "Disabled",
-    "Canceled",
-)
+_PROVISIONING_STATES: tuple[str, ...] = get_args(ProvisioningState)
 PROVISIONING_TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Canceled", "Disabled"})
 
 
