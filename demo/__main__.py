@@ -101,7 +101,8 @@ def _follow(services: Services, run_id: str, timeout: float, say: object) -> Run
                 ]
                 say("  " + "  ".join(parts))
             if record.terminal:
-                if record.error:
+                note = record.history[-1].note if record.history else ""
+                if record.error and record.error.message[:200] not in note:
                     say(f"  {record.error.code}: {record.error.message}")
                 return record
         time.sleep(0.5)
