@@ -34,7 +34,14 @@ from shared.runs import (
 )
 from shared.sas import blob_read_url
 from shared.services import Services
-from shared.spec import COMPLETION_MODELS, SpecError, build_spec, parse_profile, profile_blob_name
+from shared.spec import (
+    COMPLETION_MODELS,
+    SpecError,
+    build_spec,
+    metadata_overrides,
+    parse_profile,
+    profile_blob_name,
+)
 from shared.validation import Issue, ValidationOptions, ValidationReport, split_examples, validate
 
 log = logging.getLogger(__name__)
@@ -103,11 +110,15 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
     except SpecError as exc:
         return services.store.end(run_id, RunState.REJECTED, "validation_file_missing", str(exc))
 
+    _, unknown = metadata_overrides(metadata)
+
     def start_validating(r: RunRecord) -> bool:
         if r.state not in (RunState.RECEIVED, RunState.VALIDATING):
             return False
         r.spec = spec
         r.source.validation_blob = validation_blob
+        if unknown:
+            r.warn(f"blob metadata not understood, ignored: {', '.join(sorted(unknown))} (see the run spec keys)")
         r.transition(RunState.VALIDATING, f"model {spec.model}")
         return True
 

@@ -25,11 +25,12 @@ def _jobs_for(services: Services, training_file: str | None) -> list[Any]:
 
 
 def test_good_file_trains_and_queues_its_deployment(driver: Driver, services: Services) -> None:
-    name = driver.drop("support.jsonl", chat_lines(40), {"suffix": "support", "seed": "7"})
+    name = driver.drop("support.jsonl", chat_lines(40), {"suffix": "support", "seed": "7", "n_epoch": "2"})
     before = services.blobs.get_blob_client(services.settings.drop_container, name).get_blob_properties()
     record = driver.blob_event(name)
     assert record is not None and record.state == RunState.IMPORTING
     assert record.validation is not None and record.validation.valid and record.validation.examples == 40
+    assert any("not understood, ignored: n_epoch" in w for w in record.warnings)  # a typo is not silent
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
 
     assert [h.state for h in record.history] == [
