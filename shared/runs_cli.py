@@ -44,7 +44,13 @@ def add_run_commands(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="print the whole record as JSON")
     status.set_defaults(func=cmd_status)
 
-    for p in (drop, runs, status):
+    cleanup = sub.add_parser("cleanup", help="delete a run's deployment and uploaded files (the model stays)")
+    cleanup.add_argument("run_id")
+    cleanup.add_argument("--keep-deployment", action="store_true")
+    cleanup.add_argument("--keep-files", action="store_true")
+    cleanup.set_defaults(func=cmd_cleanup)
+
+    for p in (drop, runs, status, cleanup):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
 
@@ -151,6 +157,19 @@ def _row(r: RunRecord) -> dict[str, Any]:
         "deployment": r.deployment.name,
         "error": r.error.model_dump() if r.error else None,
     }
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from shared.cleanup import cleanup_run
+
+    services = services_for(args)
+    try:
+        done = cleanup_run(services, args.run_id, deployment=not args.keep_deployment, files=not args.keep_files)
+    except RunNotFound:
+        print(f"no run {args.run_id!r}")
+        return 1
+    print("\n".join(done) if done else "nothing to clean up")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -253,3 +253,19 @@ def test_deployment_still_provisioning_is_checked_again_later(
     assert queue.peek_messages() == []  # queued again, invisible for DEPLOY_WAIT_SECONDS
     time.sleep(1.5)
     assert [json.loads(m.content)["run_id"] for m in queue.peek_messages()] == [record.id]
+
+
+def test_cleanup_removes_the_deployment_and_files_but_keeps_the_model(driver: Driver, services: Services) -> None:
+    from shared.cleanup import cleanup_run
+
+    record = _train(driver, "clean.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "clean"})
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED and record.files.training_file_id
+    done = cleanup_run(services, record.id)
+    assert done == ["deleted deployment clean", f"deleted file {record.files.training_file_id}"]
+    assert services.deployments is not None and services.deployments.get("clean") is None
+    assert [f.id for f in services.aoai.files.list() if f.id == record.files.training_file_id] == []
+    models = {m.id for m in services.aoai.models.list()}
+    assert record.job.fine_tuned_model in models  # the model stays and can be deployed again
+    assert cleanup_run(services, record.id) == []  # repeating it is harmless
+    assert any(w.startswith("cleaned up: deleted deployment clean") for w in services.store.get(record.id).warnings)

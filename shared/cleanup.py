@@ -1,0 +1,43 @@
+"""Clean up after a run: its deployment (hosting is billed hourly, used or not) and its uploaded files.
+
+The fine-tuned model itself stays (it can be deployed again); so does the run record, which notes what was
+removed. Safe to repeat: what is already gone is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.aoai import NotFoundError
+from shared.runs import RunRecord
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, files: bool = True) -> list[str]:
+    """Delete what the run left in Azure OpenAI. Returns what was removed, as sentences."""
+    record = services.store.get(run_id)
+    done: list[str] = []
+    name = record.deployment.name
+    if deployment and name and services.deployments is not None and services.deployments.get(name) is not None:
+        # (ARM answers a DELETE of a missing deployment with 204 too: look first, to say only what was done.)
+        services.deployments.delete_and_wait(name, timeout=services.settings.deploy_wait_seconds)
+        done.append(f"deleted deployment {name}")
+    if files:
+        for file_id in (record.files.training_file_id, record.files.validation_file_id):
+            if not file_id:
+                continue
+            try:
+                services.aoai.files.delete(file_id)
+                done.append(f"deleted file {file_id}")
+            except NotFoundError:
+                pass
+    if done:
+
+        def note(r: RunRecord) -> bool:
+            return r.warn("cleaned up: " + "; ".join(done))
+
+        services.store.update(run_id, note)
+    log.info("run %s: %s", run_id, "; ".join(done) or "nothing to clean up")
+    return done
