@@ -459,7 +459,8 @@ async def cancel_job(request: Request) -> Response:
     return JSONResponse(job_view(state, job, ctx))
 
 
-async def pause_job(request: Request) -> Response:
+def _job_in_status(request: Request, required: str, verb: str) -> tuple[Any, Any, dict[str, Any], float]:
+    """Pause/resume preamble: preview surfaces only, and the job must be `required` (else the service's 400)."""
     ctx = context(request)
     if ctx.surface not in ("preview", "v1"):
         raise not_found()
@@ -467,27 +468,22 @@ async def pause_job(request: Request) -> Response:
     job = _job_or_404(state, request.path_params["job_id"])
     now = time.time()
     status = state.job_status(job, now)
-    if status != "running":
+    if status != required:
         raise ApiError(400, "unexpectedEntityState",
-                       f"The job '{job['id']}' is in status '{job_status_for(status, ctx)}'; only a running job "
-                       "can be paused.")
+                       f"The job '{job['id']}' is in status '{job_status_for(status, ctx)}'; only a {required} job "
+                       f"can be {verb}.")
+    return ctx, state, job, now
+
+
+async def pause_job(request: Request) -> Response:
+    ctx, state, job, now = _job_in_status(request, "running", "paused")
     job["pauses"].append({"at": state.active(job, now), "real_start": now, "real_end": None})
     state.save()
     return JSONResponse(job_view(state, job, ctx, status_override="pausing"))
 
 
 async def resume_job(request: Request) -> Response:
-    ctx = context(request)
-    if ctx.surface not in ("preview", "v1"):
-        raise not_found()
-    state = emu(request)
-    job = _job_or_404(state, request.path_params["job_id"])
-    now = time.time()
-    status = state.job_status(job, now)
-    if status != "paused":
-        raise ApiError(400, "unexpectedEntityState",
-                       f"The job '{job['id']}' is in status '{job_status_for(status, ctx)}'; only a paused job "
-                       "can be resumed.")
+    ctx, state, job, now = _job_in_status(request, "paused", "resumed")
     job["pauses"][-1]["real_end"] = now
     state.save()
     return JSONResponse(job_view(state, job, ctx, status_override="resuming"))
