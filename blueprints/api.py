@@ -14,6 +14,7 @@ from shared.runstore import RunNotFound
 from shared.services import get_services
 from shared.settings import get_settings
 from shared.submissions import AlreadySubmitted, SubmissionError, submit, submit_from_url
+from shared.summary import run_summary
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -44,20 +45,9 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     records = sorted(get_services().store.iter_records(), key=lambda r: r.created_at, reverse=True)
     state = req.params.get("state")
-    return _json(
-        [
-            {
-                "id": r.id,
-                "state": r.state.value,
-                "created_at": r.created_at,
-                "blob": r.source.blob_name,
-                "model": r.job.fine_tuned_model,
-                "error": r.error.model_dump() if r.error else None,
-            }
-            for r in records
-            if not state or r.state.value == state
-        ]
-    )
+    price = _settings.price_per_million_training_tokens
+    summaries = [run_summary(r, price_per_million_tokens=price) for r in records]
+    return _json([s.model_dump(mode="json") for s in summaries if not state or s.state == state])
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"])

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.runs import RunRecord
 from shared.runstore import RunNotFound
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import AlreadySubmitted, SubmissionError, drop_file
+from shared.summary import run_summary
 
 SETTINGS_CANDIDATES = ("local.settings.json", ".stack/local.settings.json")
 
@@ -117,46 +117,35 @@ def _age(at: datetime) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     services = services_for(args)
     records = sorted(services.store.iter_records(), key=lambda r: r.created_at, reverse=True)
+    price = services.settings.price_per_million_training_tokens
+    summaries = [run_summary(r, price_per_million_tokens=price) for r in records]
     if args.state:
-        records = [r for r in records if r.state.value == args.state]
-    records = records[: args.limit]
+        summaries = [s for s in summaries if s.state == args.state]
+    summaries = summaries[: args.limit]
     if args.json:
-        print(json.dumps([_row(r) for r in records], indent=2, default=str))
+        print(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
         return 0
-    if not records:
+    if not summaries:
         print("no runs yet")
         return 0
     header = ("RUN", "STATE", "AGE", "EXAMPLES", "JOB", "MODEL / ERROR")
     rows = [
         (
-            r.id,
-            r.state.value,
-            _age(r.created_at),
-            str(r.validation.examples) if r.validation else "-",
-            r.job.status or "-",
-            (r.deployment.name and f"deployed as {r.deployment.name}")
-            or r.job.fine_tuned_model
-            or (r.error.message[:70] if r.error else ""),
+            s.id,
+            s.state,
+            _age(s.created_at),
+            str(s.examples) if s.examples is not None else "-",
+            s.job_status or "-",
+            (s.deployment and f"deployed as {s.deployment}")
+            or s.fine_tuned_model
+            or (s.error.message[:70] if s.error else ""),
         )
-        for r in records
+        for s in summaries
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + str(row[-1]))
     return 0
-
-
-def _row(r: RunRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "state": r.state.value,
-        "created_at": r.created_at,
-        "blob": r.source.blob_name,
-        "job": r.job.id,
-        "fine_tuned_model": r.job.fine_tuned_model,
-        "deployment": r.deployment.name,
-        "error": r.error.model_dump() if r.error else None,
-    }
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
