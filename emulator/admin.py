@@ -1,4 +1,4 @@
-"""Admin API under `/_emulator/...`: health, reset, faults, scenarios, quota and runtime settings.
+"""Admin API under `/_emulator/...`: health, reset, faults, scenarios, quota, runtime settings and the clock.
 
 No authentication (the emulator listens on loopback); never fault-injected. See docs/emulator.md.
 """
@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, clock
 from .datafiles import SCENARIO_MARKERS
 from .faults import FaultError, Faults
 from .state import SCENARIOS, State
@@ -180,6 +180,20 @@ async def patch_config(request: Request) -> Response:
     return await get_config(request)
 
 
+async def get_clock(request: Request) -> Response:
+    return JSONResponse({"now": clock.now(), "offset_seconds": clock.offset()})
+
+
+async def advance_clock(request: Request) -> Response:
+    """`{"advance_seconds": N}`: move the emulator's clock forward (tests drive time instead of sleeping)."""
+    body = await _json(request)
+    seconds = body.get("advance_seconds") if isinstance(body, dict) else None
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        return _bad("advance_seconds must be a non-negative number")
+    clock.advance(float(seconds))
+    return await get_clock(request)
+
+
 def routes() -> list[Route]:
     return [
         Route("/_emulator/health", health, methods=["GET"]),
@@ -193,4 +207,6 @@ def routes() -> list[Route]:
         Route("/_emulator/scenarios", clear_scenarios, methods=["DELETE"]),
         Route("/_emulator/config", get_config, methods=["GET"]),
         Route("/_emulator/config", patch_config, methods=["PATCH"]),
+        Route("/_emulator/clock", get_clock, methods=["GET"]),
+        Route("/_emulator/clock", advance_clock, methods=["POST"]),
     ]

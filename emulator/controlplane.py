@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import clock
 from .catalog import base_model
 from .config import ARM_VERSIONS
 from .errors import ArmError
@@ -148,7 +148,7 @@ def _check_quota(state: State, name: str, dep_model: str, capacity: int, usage: 
 def _operation(state: State, request: Request, sub: str, kind: str, name: str, seconds: float,
                final: str = "Succeeded", error: dict[str, Any] | None = None, stuck: bool = False
                ) -> tuple[dict[str, Any], dict[str, str]]:
-    now = time.time()
+    now = clock.now()
     op_id = uuid.uuid4().hex
     path = f"/subscriptions/{sub}/providers/Microsoft.CognitiveServices/locations/{LOCATION}/operationStatuses/{op_id}"
     op = {
@@ -205,7 +205,7 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
         if body.get("tags") is not None:
             existing["tags"] = body["tags"]
         if changed:
-            existing["modified_at"] = time.time()
+            existing["modified_at"] = clock.now()
             existing["etag"] = uuid.uuid4().hex
         state.save()
         return JSONResponse(deployment_view(state, existing), status_code=200)
@@ -227,7 +227,7 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
     if scenario and scenario["scenario"] == "deployment_refused":
         harms = ", ".join(scenario["options"].get("harm_types") or ["Violence", "Self Harm"])
         raise ArmError(400, "BadRequest", SAFETY_EVAL_MESSAGE.format(harms=harms), "properties.model.name")
-    now = time.time()
+    now = clock.now()
     seconds = state.config.scaled(state.config.deployment_seconds)
     dep = {
         "id": f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/Microsoft.CognitiveServices/accounts/"
@@ -289,7 +289,7 @@ async def patch_deployment(request: Request, m: re.Match[str]) -> Response:
     dep["sku"] = sku
     if body.get("tags") is not None:
         dep["tags"] = body["tags"]
-    dep["modified_at"] = time.time()
+    dep["modified_at"] = clock.now()
     dep["etag"] = uuid.uuid4().hex
     state.save()
     return JSONResponse(deployment_view(state, dep))
@@ -303,7 +303,7 @@ async def delete_deployment(request: Request, m: re.Match[str]) -> Response:
         return Response(status_code=204)
     seconds = state.config.scaled(max(0.5, state.config.deployment_seconds / 2))
     if dep.get("deleting_at") is None:
-        dep["deleting_at"] = time.time()
+        dep["deleting_at"] = clock.now()
         dep["gone_at"] = dep["deleting_at"] + seconds
     _, headers = _operation(state, request, m["sub"], "delete", dep["name"], seconds)
     headers["Location"] = headers["Azure-AsyncOperation"]
@@ -332,7 +332,7 @@ async def get_operation(request: Request, m: re.Match[str]) -> Response:
     op = state.operations.get(m["op"])
     if op is None:
         raise ArmError(404, "NotFound", f"The operation '{m['op']}' was not found.")
-    now = time.time()
+    now = clock.now()
     status = state.operation_status(op, now)
     done = status in ("Succeeded", "Failed", "Canceled")
     span = max(1e-6, op["end"] - op["start"])

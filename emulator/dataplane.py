@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import clock
 from .catalog import BASE_MODELS, base_model
 from .config import DATA_PLANE_VERSIONS, LEGACY_VERSIONS, PREVIEW_VERSIONS, V1_VERSIONS
 from .errors import ApiError, invalid, not_found
@@ -235,7 +235,7 @@ def job_status_for(status: str, ctx: Ctx) -> str:
 
 def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str | None = None) -> dict[str, Any]:
     plan = job["plan"]
-    now = time.time()
+    now = clock.now()
     status = state.job_status(job, now)
     final, end, error = _outcome(job)
     started = state.active(job, now) >= _started(job)
@@ -447,7 +447,7 @@ async def cancel_job(request: Request) -> Response:
     ctx = context(request)
     state = emu(request)
     job = _job_or_404(state, request.path_params["job_id"])
-    now = time.time()
+    now = clock.now()
     status = state.job_status(job, now)
     if status in TERMINAL_JOB:
         raise ApiError(400, "unexpectedEntityState",
@@ -466,7 +466,7 @@ def _job_in_status(request: Request, required: str, verb: str) -> tuple[Any, Any
         raise not_found()
     state = emu(request)
     job = _job_or_404(state, request.path_params["job_id"])
-    now = time.time()
+    now = clock.now()
     status = state.job_status(job, now)
     if status != required:
         raise ApiError(400, "unexpectedEntityState",

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import datafiles
+from . import clock, datafiles
 from .catalog import base_model, count_tokens
 from .dataplane import context, emu, json_body
 from .errors import DEPLOYMENT_NOT_FOUND, ApiError, invalid
@@ -244,7 +244,7 @@ async def _chat(request: Request, name: str) -> Response:
     return JSONResponse({
         "id": _completion_id("chatcmpl-", name, question, str(time.time_ns())),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": int(clock.now()),
         "model": dep["model"]["name"],
         "system_fingerprint": "fp_emulator",
         "choices": [{
@@ -274,7 +274,7 @@ async def _completion(request: Request, name: str) -> Response:
     return JSONResponse({
         "id": _completion_id("cmpl-", name, prompt, str(time.time_ns())),
         "object": "text_completion",
-        "created": int(time.time()),
+        "created": int(clock.now()),
         "model": dep["model"]["name"],
         "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

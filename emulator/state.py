@@ -14,12 +14,11 @@ import json
 import math
 import os
 import secrets
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from . import datafiles, training
+from . import clock, datafiles, training
 from .catalog import base_model
 from .config import Config
 
@@ -131,7 +130,7 @@ class State:
 
     # ---------------------------------------------------------------- files
     def add_file(self, filename: str, purpose: str, content: bytes | None, *, source: str) -> dict[str, Any]:
-        now = time.time()
+        now = clock.now()
         record: dict[str, Any] = {
             "id": new_id("file"),
             "filename": filename,
@@ -153,7 +152,7 @@ class State:
     def set_content(
         self, record: dict[str, Any], content: bytes, *, forced_error: bool = False, import_error: str | None = None
     ) -> None:
-        now = time.time()
+        now = clock.now()
         record["bytes"] = len(content)
         self.contents[record["id"]] = content
         result = datafiles.validate(content, record["purpose"], self.config.max_file_bytes)
@@ -170,7 +169,7 @@ class State:
         record["ready_at"] = now + 2 * half
 
     def import_failed(self, record: dict[str, Any], message: str) -> None:
-        now = time.time()
+        now = clock.now()
         record["validation"] = {"ok": False, "message": message, "format": None, "examples": 0,
                                 "has_bom": False, "markers": []}
         record["running_at"] = now
@@ -178,7 +177,7 @@ class State:
         self.save()
 
     def file_status(self, record: dict[str, Any], now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         if record["source"] == "results":
             return "processed"
         if record["validation"] is None or now < record["running_at"]:
@@ -276,7 +275,7 @@ class State:
         method = body.get("method")
         job = {
             "id": job_id,
-            "created_at": time.time(),
+            "created_at": clock.now(),
             "model": body["model"],
             "base_model": base,
             "parent_model": parent,
@@ -319,7 +318,7 @@ class State:
 
     def job_status(self, job: dict[str, Any], now: float | None = None) -> str:
         """Canonical status: validating_files, queued, running, paused, succeeded, failed, cancelled."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         a = self.active(job, now)
         final, end, _ = training.outcome(job["plan"])
         if job["cancel_offset"] is not None and job["cancel_offset"] < end:
@@ -357,7 +356,7 @@ class State:
 
     def job_events(self, job: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
         """Events so far, oldest first, each with id and created_at (wall clock)."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         a = self.active(job, now)
         cut = a if job["cancel_offset"] is None else min(a, job["cancel_offset"])
         items = [e for e in training.timeline(job) if e["offset"] <= cut]
@@ -392,7 +391,7 @@ class State:
         return out
 
     def job_checkpoints(self, job: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         a = self.active(job, now)
         cut = a if job["cancel_offset"] is None else min(a, job["cancel_offset"])
         out = []
@@ -438,7 +437,7 @@ class State:
 
     # ---------------------------------------------------------------- deployments
     def deployment_state(self, dep: dict[str, Any], now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         if dep.get("deleting_at") is not None:
             return "Deleting"
         if now < dep["creating_at"]:
@@ -448,7 +447,7 @@ class State:
         return "Failed" if dep["outcome"] == "failed" else "Succeeded"
 
     def prune_deleted(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         gone = [n for n, d in self.deployments.items() if d.get("deleting_at") is not None and now >= d["gone_at"]]
         for name in gone:
             del self.deployments[name]
@@ -456,7 +455,7 @@ class State:
             self.save()
 
     def operation_status(self, op: dict[str, Any], now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         if op.get("stuck"):
             return "Creating"
         if now < op["end"]:

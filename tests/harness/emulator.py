@@ -19,6 +19,7 @@ Fixtures (stable API, used by the pipeline tests too):
     ``.clear_scenarios()``, ``.scenarios()``;
   - ``.configure(**settings)`` (run-time durations and limits, see docs/emulator.md), ``.reset()`` (forget
     every file, job, deployment, fault and scenario), ``.health()``, ``.admin(method, path, json=None)``;
+  - ``.advance_clock(seconds)``: move the emulator's clock forward (drive time; never sleep to wait for it);
   - ``.log_text()``: everything the process printed (one line per request: method, path, status).
 
 - ``emulator_clean`` (function): the same object; after the test, faults and scenarios are cleared and the
@@ -151,6 +152,11 @@ class EmulatorProcess:
     def configure(self, **settings: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.admin("PATCH", "config", json=settings).json()
         return result
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the emulator's clock forward (instead of sleeping until a job or deployment moves on)."""
+        result: dict[str, Any] = self.admin("POST", "clock", json={"advance_seconds": seconds}).json()
+        return float(result["offset_seconds"])
 
     def restore_config(self) -> None:
         current = self.admin("GET", "config").json()
