@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient
 from shared.aoai import AzureOpenAIClient, DeploymentsClient
 from shared.claims import ClaimOutcome, claim
 from shared.connections import StorageConnection
-from shared.notifications import Notifier
+from shared.notifications import Notifier, Outbox, build_notifications
 from shared.runs import RunRecord
 from shared.runstore import RunStore
 from shared.settings import Settings, get_settings
@@ -36,6 +36,7 @@ class Services:
     aoai: AzureOpenAIClient
     deployments: DeploymentsClient | None
     notifier: Notifier
+    outbox: Outbox
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @classmethod
@@ -62,12 +63,9 @@ class Services:
                 bearer_token=token,
                 max_poll_interval=settings.lro_max_wait_seconds,
             )
-        events_queue = None
-        if settings.events_queue:
-            events_queue = storage.queue_client(settings.events_queue)
-        notifier = Notifier(settings.notify_webhook_url, events_queue)
+        notifier, outbox = build_notifications(settings, storage)
         store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
-        return cls(settings, storage, blobs, store, aoai, deployments, notifier)
+        return cls(settings, storage, blobs, store, aoai, deployments, notifier, outbox)
 
     def claim(
         self, run_id: str, key: str, *, wanted: Callable[[RunRecord], bool], done: Callable[[RunRecord], bool]

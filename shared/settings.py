@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
@@ -88,7 +88,41 @@ class Settings(BaseSettings):
         default=420.0, description="Longest wait for a deployment in one invocation (below host.json functionTimeout)."
     )
     smoke_test: bool = True
-    notify_webhook_url: SecretStr | None = Field(default=None, description="POSTed a JSON event on each state change.")
+    notify_webhook_url: SecretStr | None = Field(
+        default=None, description="POSTed a signed CloudEvent on each state change (needs NOTIFY_WEBHOOK_SECRET)."
+    )
+    # --- notifications (shared/notifications.py) ------------------------------------------------------------
+    notify_webhook_secret: SecretStr | None = Field(
+        default=None, description="Standard Webhooks signing secret: whsec_ + base64 of 24-64 random bytes."
+    )
+    webhook_outbox_queue: str = Field(default="fine-tuning-webhooks", description="Pending webhook deliveries.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Then the delivery goes to <outbox>-poison.")
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay; doubles each time.")
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600, description="Longest delay.")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    events_source: str = Field(default="/aoai-finetune-autopilot", description="CloudEvents `source` of run events.")
+    event_grid_topic_endpoint: str = Field(
+        default="", description="Event Grid custom topic endpoint: when set, run events are also published there."
+    )
+    event_grid_topic_key: SecretStr | None = Field(
+        default=None, description="The topic's access key; leave empty to use the managed identity (recommended)."
+    )
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        if self.notify_webhook_url is not None and self.notify_webhook_secret is None:
+            raise ValueError(
+                "NOTIFY_WEBHOOK_URL is set without NOTIFY_WEBHOOK_SECRET: every webhook is signed. Create one with "
+                "python -c \"import base64,os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
+            )
+        if self.notify_webhook_secret is not None:
+            from standardwebhooks.webhooks import Webhook
+
+            try:
+                Webhook(self.notify_webhook_secret.get_secret_value())
+            except Exception as exc:  # noqa: BLE001 - any decoding failure means the same: unusable secret
+                raise ValueError(f"NOTIFY_WEBHOOK_SECRET is not whsec_ + base64 ({type(exc).__name__})") from None
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -6,14 +6,17 @@ Azurite and the emulator (a stack of its own, on free ports), the way `make demo
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook
 
 from devstack import Stack
 from shared.runs import RunRecord, RunState
@@ -22,6 +25,7 @@ from shared.settings import settings_from_env
 from shared.submissions import drop_file
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the e2e webhook secret, 32 bytes").decode()
 
 
 def _wait_until_terminal(
@@ -100,12 +104,13 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
 class _Receiver(http.server.BaseHTTPRequestHandler):
     """A webhook receiver that also serves the training file (for the submit queue's URL)."""
 
-    events: list[dict[str, object]] = []
+    events: list[dict[str, Any]] = []
     payload = b""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        type(self).events.append(json.loads(body))
+        # A receiver verifies the Standard Webhooks signature before it trusts the event.
+        type(self).events.append(Webhook(WEBHOOK_SECRET).verify(body, dict(self.headers.items())))
         self.send_response(204)
         self.end_headers()
 
@@ -125,7 +130,11 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = f"http://127.0.0.1:{server.server_address[1]}"
-    settings = {"TRAINING_POLL_SCHEDULE": "*/1 * * * * *", "NOTIFY_WEBHOOK_URL": f"{hook}/hook"}
+    settings = {
+        "TRAINING_POLL_SCHEDULE": "*/1 * * * * *",
+        "NOTIFY_WEBHOOK_URL": f"{hook}/hook",
+        "NOTIFY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
     try:
         with Stack(tmp_path / "stack", extra_settings=settings) as stack:
             key = {"x-functions-key": stack.function_key}
@@ -179,12 +188,19 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
             )
             assert queued is not None and queued.state == RunState.SUCCEEDED  # deploy=false: trained and measured
             assert queued.metrics is not None
+            # Webhooks are delivered from the outbox, after the state change: wait for the last one.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                e["subject"] == run_id and e["data"]["state"] == "deployed" for e in _Receiver.events
+            ):
+                time.sleep(0.3)
     finally:
         server.shutdown()
-    states = [e["state"] for e in _Receiver.events if e["run_id"] == run_id]
+    events = sorted((e for e in _Receiver.events if e["subject"] == run_id), key=lambda e: e["time"])
+    states = [e["data"]["state"] for e in events]
     assert states[-1] == "deployed"
     assert {"validating", "importing", "training", "succeeded", "deploying"} <= set(states)
-    assert all(str(e["event_id"]).endswith(f":{e['state']}") for e in _Receiver.events)
-    assert len({e["event_id"] for e in _Receiver.events}) == len(_Receiver.events)
+    assert all(e["specversion"] == "1.0" and str(e["id"]).endswith(f":{e['data']['state']}") for e in events)
+    assert len({e["id"] for e in _Receiver.events}) == len(_Receiver.events)
     logs = "".join(p.read_text() for p in (tmp_path / "stack").glob("devhost*.log"))
     assert "/hook" not in logs and "/data.jsonl" not in logs  # webhook and submitted URLs are never logged
