@@ -7,23 +7,38 @@
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared.names import InvalidName
+from shared.runs import RunState
 from shared.runstore import RunNotFound
 from shared.services import get_services
 from shared.settings import get_settings
-from shared.submissions import AlreadySubmitted, SubmissionError, submit, submit_from_url
+from shared.submissions import AlreadySubmitted, SubmissionError, TooLarge, check_size, submit, submit_from_url
 from shared.summary import run_summary
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 _settings = get_settings()
+STATES = [s.value for s in RunState]
 ARTIFACTS = {"validation.json", "metrics.json", "results.csv", "events.json", "loss.png", "accuracy.png"}
 
 
 def _json(document: object, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(document, default=str), status_code=status, mimetype="application/json")
+    return func.HttpResponse(json.dumps(document, default=_iso), status_code=status, mimetype="application/json")
+
+
+def _iso(value: object) -> str:
+    """Timestamps as ISO 8601 with Z, the form the records use (pydantic's)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _error(status: int, code: str, message: str) -> func.HttpResponse:
+    return _json({"error": {"code": code, "message": message}}, status)
 
 
 @bp.route(route="runs", methods=["POST"])
@@ -32,19 +47,29 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     params.pop("code", None)  # the function key, when passed as ?code=
     name = params.pop("name", "") or req.headers.get("Idempotency-Key", "")
     name = name if name.endswith(".jsonl") or not name else name + ".jsonl"
+    services = get_services()
+    max_bytes = services.settings.max_file_bytes
     try:
-        blob_name, run_id = submit(get_services(), name, req.get_body(), params)
+        declared = req.headers.get("Content-Length")
+        check_size(int(declared) if declared and declared.isdigit() else None, max_bytes)
+        body = req.get_body()
+        check_size(len(body), max_bytes)
+        blob_name, run_id = submit(services, name, body, params)
     except AlreadySubmitted as exc:
         return _json({"run_id": exc.run_id, "blob_name": exc.blob_name, "status": "already_submitted"}, 200)
+    except TooLarge as exc:
+        return _error(413, "file_too_large", str(exc))
     except SubmissionError as exc:
-        return _json({"error": {"code": "invalid_submission", "message": str(exc)}}, 400)
+        return _error(400, "invalid_submission", str(exc))
     return _json({"run_id": run_id, "blob_name": blob_name, "status": "submitted"}, 202)
 
 
 @bp.route(route="runs", methods=["GET"])
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
-    records = sorted(get_services().store.iter_records(), key=lambda r: r.created_at, reverse=True)
     state = req.params.get("state")
+    if state is not None and state not in STATES:
+        return _error(400, "invalid_state", f"state {state!r} is not a run state; one of: {', '.join(STATES)}")
+    records = sorted(get_services().store.iter_records(), key=lambda r: r.created_at, reverse=True)
     price = _settings.price_per_million_training_tokens
     summaries = [run_summary(r, price_per_million_tokens=price) for r in records]
     return _json([s.model_dump(mode="json") for s in summaries if not state or s.state == state])
@@ -54,8 +79,10 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     try:
         record = get_services().store.get(req.route_params["run_id"])
+    except InvalidName as exc:
+        return _error(400, "invalid_run_id", str(exc))
     except RunNotFound as exc:
-        return _json({"error": {"code": "notFound", "message": str(exc)}}, 404)
+        return _error(404, "notFound", str(exc))
     return func.HttpResponse(record.model_dump_json(indent=2), mimetype="application/json")
 
 
@@ -63,20 +90,38 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
     artifact = req.route_params["artifact"]
     if artifact not in ARTIFACTS:
-        return _json({"error": {"code": "notFound", "message": f"artifacts: {sorted(ARTIFACTS)}"}}, 404)
-    data = get_services().store.get_artifact(req.route_params["run_id"], artifact)
+        return _error(404, "notFound", f"artifacts: {sorted(ARTIFACTS)}")
+    try:
+        data = get_services().store.get_artifact(req.route_params["run_id"], artifact)
+    except InvalidName as exc:
+        return _error(400, "invalid_run_id", str(exc))
     if data is None:
-        return _json({"error": {"code": "notFound", "message": f"{artifact} does not exist (yet)"}}, 404)
+        return _error(404, "notFound", f"{artifact} does not exist (yet)")
     mimetype = {"png": "image/png", "csv": "text/csv"}.get(artifact.rsplit(".", 1)[-1], "application/json")
-    return func.HttpResponse(data, mimetype=mimetype)
+    # Binary content has no charset (the worker adds one only to text/* mimetypes; say so explicitly).
+    headers = {"Content-Type": mimetype if mimetype == "image/png" else f"{mimetype}; charset=utf-8"}
+    return func.HttpResponse(data, headers=headers)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=_settings.submit_queue, connection=_settings.storage_connection)
 def submit_run_from_queue(msg: func.QueueMessage) -> None:
-    body = json.loads(msg.get_body())
-    name = body.get("name") or f"submitted/{msg.id}.jsonl"
     try:
-        blob_name, run_id = submit_from_url(get_services(), body["url"], name, body.get("spec", {}))
+        body = json.loads(msg.get_body())
+        url = body["url"]
+        name = body.get("name") or f"submitted/{msg.id}.jsonl"
+        spec = body.get("spec") or {}
+        if not isinstance(url, str) or not isinstance(name, str) or not isinstance(spec, dict):
+            raise TypeError("url and name must be strings, spec an object")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # Retrying a message that cannot be read changes nothing: say why once, and let it go.
+        log.error("submission %s refused: not {\"url\", \"name\", \"spec\"} JSON (%s)", msg.id, type(exc).__name__)
+        return
+    try:
+        blob_name, run_id = submit_from_url(get_services(), url, name, spec)
         log.info("submission %s -> %s (run %s)", msg.id, blob_name, run_id)
     except AlreadySubmitted as exc:
         log.info("submission %s was already accepted as run %s", msg.id, exc.run_id)
+    except SubmissionError as exc:
+        if exc.retryable:
+            raise  # the host retries it (visibilityTimeout), then poisons it
+        log.error("submission %s refused: %s", msg.id, exc)

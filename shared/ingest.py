@@ -23,6 +23,7 @@ from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
 from shared.aoai import BadRequestError, FileObject
 from shared.claims import ClaimOutcome
+from shared.names import InvalidName, check_blob_name, is_profile_name
 from shared.runs import (
     RunFiles,
     RunRecord,
@@ -195,8 +196,15 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
 
 # --- spec -----------------------------------------------------------------------------------------------------
 def resolve_spec(services: Services, blob_name: str, metadata: dict[str, str]) -> RunSpec:
+    try:  # every name that becomes a path is checked before anything is read with it
+        check_blob_name(blob_name)
+        if metadata.get("validation_blob"):
+            check_blob_name(metadata["validation_blob"], what="metadata validation_blob")
+    except InvalidName as exc:
+        raise SpecError(str(exc)) from None
     explicit = metadata.get("profile")
-    name = explicit or (blob_name.split("/", 1)[0] if "/" in blob_name else None)
+    folder = blob_name.split("/", 1)[0] if "/" in blob_name else None
+    name = explicit or (folder if folder and is_profile_name(folder) else None)
     profile = None
     if name:
         data = services.store.get_artifact_at(profile_blob_name(name))

@@ -18,6 +18,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared.names import check_artifact_name, check_blob_name, check_run_id
 from shared.runs import ACTIVE_STATES, RunRecord, RunState
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class ConcurrentUpdate(RunStoreError):
 
 
 def run_folder(run_id: str) -> str:
-    return f"runs/{run_id}/"
+    """`runs/<run_id>/`; raises `shared.names.InvalidName` for anything that is not a run id."""
+    return f"runs/{check_run_id(run_id)}/"
 
 
 def _tags(record: RunRecord) -> dict[str, str]:
@@ -208,7 +210,7 @@ class RunStore:
 
     # --- artifacts ----------------------------------------------------------------------------------------
     def put_artifact(self, run_id: str, name: str, data: bytes | str, content_type: str) -> str:
-        blob_name = run_folder(run_id) + name
+        blob_name = run_folder(run_id) + check_artifact_name(name)
         self.container.upload_blob(
             blob_name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
         )
@@ -220,13 +222,14 @@ class RunStore:
     def get_artifact_at(self, blob_name: str) -> bytes | None:
         """Any document in the runs container (profiles live under `profiles/`)."""
         try:
-            return self.container.get_blob_client(blob_name).download_blob().readall()
+            return self.container.get_blob_client(check_blob_name(blob_name)).download_blob().readall()
         except ResourceNotFoundError:
             return None
 
     def get_artifact(self, run_id: str, name: str) -> bytes | None:
         try:
-            return self.container.get_blob_client(run_folder(run_id) + name).download_blob().readall()
+            blob_name = run_folder(run_id) + check_artifact_name(name)
+            return self.container.get_blob_client(blob_name).download_blob().readall()
         except ResourceNotFoundError:
             return None
 

@@ -62,6 +62,10 @@ def blob_read_url(
 
 
 def redact_url(url: str) -> str:
-    """The URL without its query string (where a SAS signature lives)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    """The URL without its userinfo (`user:password@`), query string (where a SAS signature lives) or fragment."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparseable URL)"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -19,6 +19,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.aoai import AzureOpenAIClient, DeploymentsClient
+from shared.aoai.redact import scrub_http_client_logs
 from shared.claims import ClaimOutcome, claim
 from shared.connections import StorageConnection
 from shared.notifications import Notifier, Outbox, build_notifications
@@ -41,6 +42,7 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Services:
+        scrub_http_client_logs()  # request URLs in httpx's log lines lose SAS signatures and passwords
         storage = StorageConnection.from_settings(settings.storage_connection, os.environ if env is None else env)
         blobs = storage.blob_service_client()
         key = settings.azure_openai_api_key

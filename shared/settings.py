@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         default=420.0, description="Longest wait for a deployment in one invocation (below host.json functionTimeout)."
     )
     smoke_test: bool = True
+    submit_allow_local_http: bool = Field(
+        default=False, description="Local use only: submitted URLs may be http:// and reach loopback addresses."
+    )
+    submit_allowed_hosts: str = Field(
+        default="", description="Comma-separated hosts submitted URLs may name ('.example.com' = that domain); "
+        "empty = any public host."
+    )
+    submit_fetch_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Deadline for fetching one submitted URL (below host.json functionTimeout)."
+    )
     notify_webhook_url: SecretStr | None = Field(
         default=None, description="POSTed a signed CloudEvent on each state change (needs NOTIFY_WEBHOOK_SECRET)."
     )

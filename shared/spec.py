@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.names import InvalidName, check_profile_name
 from shared.runs import RunSpec
 from shared.settings import Settings
 
@@ -62,7 +63,11 @@ class SpecError(ValueError):
 
 
 def profile_blob_name(name: str) -> str:
-    return f"profiles/{name}.json"
+    """`profiles/<name>.json`; raises SpecError for a name that is not one plain segment."""
+    try:
+        return f"profiles/{check_profile_name(name)}.json"
+    except InvalidName as exc:
+        raise SpecError(str(exc)) from None
 
 
 def defaults_from_settings(settings: Settings) -> dict[str, Any]:
