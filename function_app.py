@@ -5,8 +5,8 @@ This module only composes the app from Blueprints; the work lives in `shared/`.
 
 import azure.functions as func
 
-from blueprints import api, deploy, ingest, notifications, training
+from blueprints import api, dashboard, deploy, ingest, notifications, training
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (ingest.bp, training.bp, deploy.bp, api.bp, notifications.bp):
+for blueprint in (ingest.bp, training.bp, deploy.bp, api.bp, notifications.bp, dashboard.bp):
     app.register_functions(blueprint)

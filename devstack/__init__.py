@@ -201,6 +201,11 @@ class Stack:
             self._extra_devhosts.append(proc)
         return proc
 
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's runs page, with the function key (open it in a browser)."""
+        return f"{self.http_url}/dashboard?code={self.function_key}"
+
     def stop(self) -> None:
         for proc in [*self._extra_devhosts, self.devhost, self.emulator]:
             _stop(proc)

@@ -21,6 +21,7 @@ local stack is up (Ctrl+C stops everything):
   Azurite            {stack.azurite.blob_endpoint}  (connection string in .stack/local.settings.json)
   Azure OpenAI emu   {stack.emulator_url}  api-key {stack.api_key}
   devhost HTTP       {stack.http_url}  (x-functions-key: {stack.function_key})
+  dashboard          {stack.dashboard_url}
   logs               .stack/azurite, .stack/emulator.log, .stack/devhost.log
   settings           .stack/local.settings.json (the CLI below reads it by default)
 
