@@ -12,9 +12,21 @@ export TIKTOKEN_CACHE_DIR ?= $(SHARED_TIKTOKEN)
 endif
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint typecheck demo dev bench clean
+.PHONY: setup test lint typecheck demo dev bench clean browser
 
 setup: $(VENV)/.installed node_modules/.installed
+
+# The dashboard's browser tests drive Debian's chromium (Playwright's own browser download is not used).
+# As root (CI), install it when missing; otherwise say the one command to run.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null; \
+	  else \
+	    echo "the browser tests need Debian's chromium: sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +42,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest
 
 demo: setup
@@ -43,4 +55,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench-output .stack
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-output bench-output .stack test-output

@@ -298,7 +298,7 @@ def _html(status: int, render: Callable[[str], str]) -> Page:
         # The function key is in the URL: never send it on in a Referer, never frame the page.
         "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": (
-            f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+            f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
             "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         ),
         "X-Content-Type-Options": "nosniff",
