@@ -17,7 +17,7 @@ from typing import Any
 from devhost.blob_trigger import BlobTriggerListener
 from devhost.config import ConfigError, HostConfig, default_host_id, load_local_settings
 from devhost.functions import FunctionSpec, Invoker, discover, load_app
-from devhost.http_trigger import HttpListener
+from devhost.http_trigger import SOCKET_TIMEOUT_SECONDS, HttpListener
 from devhost.queue_trigger import QueueTriggerListener
 from devhost.runtime import Runtime
 from devhost.timer_trigger import TimerTriggerListener
@@ -101,7 +101,8 @@ class DevHost:
         port = self.args.http_port
         if port is None:
             port = int((self.local_settings.get("Host") or {}).get("LocalHttpPort") or 7071)
-        return HttpListener(specs, self.rt, port, function_key, master_key)
+        timeout = float(os.environ.get("DEVHOST_HTTP_TIMEOUT_SECONDS") or SOCKET_TIMEOUT_SECONDS)
+        return HttpListener(specs, self.rt, port, function_key, master_key, socket_timeout=timeout)
 
     def stop(self) -> bool:
         """Stop listening, let running invocations finish for up to SHUTDOWN_GRACE s; False if some did not."""

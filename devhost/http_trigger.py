@@ -25,8 +25,15 @@ import azure.functions as func
 
 from devhost.functions import FunctionSpec
 from devhost.runtime import Runtime
+from shared.aoai.redact import scrub_text
 
 log = logging.getLogger("devhost")
+
+# The host's limits: "The HTTP request length is limited to 100 MB (104,857,600 bytes), and the URL length is
+# limited to 4 KB (4,096 bytes)" (learn.microsoft.com, azure-functions/functions-bindings-http-webhook-trigger#limits).
+MAX_REQUEST_BYTES = 104_857_600
+MAX_URL_BYTES = 4096
+SOCKET_TIMEOUT_SECONDS = 30.0
 
 _CONSTRAINTS = {
     "int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?i:true|false)",
@@ -65,12 +72,21 @@ class HttpRoute:
     auth_level: str
 
 
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class HttpListener:
     """One ThreadingHTTPServer for all HTTP functions."""
 
     def __init__(self, specs: list[FunctionSpec], rt: Runtime, port: int, function_key: str, master_key: str,
-                 bind: str = "127.0.0.1") -> None:
+                 bind: str = "127.0.0.1", *, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> None:
         self.rt = rt
+        self.max_request_bytes = max_request_bytes
+        self.socket_timeout = socket_timeout
         self.prefix = rt.host.route_prefix
         self.function_key = function_key
         self.master_key = master_key
@@ -137,23 +153,32 @@ class HttpListener:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "devhost"
+            timeout = listener.socket_timeout  # a client that stops sending is dropped, never waited on forever
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                log.debug("http: " + format, *args)
+                log.debug("http: %s", scrub_text(format % args))  # the request line may carry ?code=<key>
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                if len(self.path) > MAX_URL_BYTES:
+                    self._refuse(414, "the URL is longer than 4 KB")
+                    return
                 split = urlsplit(self.path)
                 query = dict(parse_qsl(split.query, keep_blank_values=True))
                 found = listener.match(self.command.upper(), split.path)
                 if found is None:
-                    self._reply(404, b"", {})
+                    self._refuse(404, "")
                     return
                 route, params = found
+                # The key is checked before a byte of the body is read, as the host does.
                 if not listener.authorized(route, self.headers, query):
                     log.info("http %s %s -> 401 (%s needs a key)", self.command, split.path, route.spec.name)
-                    self._reply(401, b"", {})
+                    self._refuse(401, "")
+                    return
+                try:
+                    body = self._body()
+                except _BadRequest as exc:
+                    log.info("http %s %s -> %s (%s)", self.command, split.path, exc.status, exc)
+                    self._refuse(exc.status, str(exc))
                     return
                 host = self.headers.get("Host") or f"127.0.0.1:{listener.port}"
                 request = func.HttpRequest(
@@ -168,7 +193,10 @@ class HttpListener:
                 if isinstance(result, func.HttpResponse):
                     headers = dict(result.headers.items())
                     if not any(k.lower() == "content-type" for k in headers):
-                        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}"
+                        # As the worker does (azure.functions.http.HttpResponseConverter): a charset for text/* only.
+                        mimetype = result.mimetype
+                        text = mimetype.startswith("text/")
+                        headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if text else mimetype
                     self._reply(result.status_code, result.get_body() or b"", headers)
                 elif isinstance(result, str | bytes):
                     data = result.encode() if isinstance(result, str) else result
@@ -178,11 +206,60 @@ class HttpListener:
                               type(result).__name__)
                     self._reply(500, b"", {})
 
+            def _body(self) -> bytes:
+                """The request body: by Content-Length or chunked, at most max_request_bytes."""
+                encoding = (self.headers.get("Transfer-Encoding") or "").lower()
+                if encoding:
+                    if encoding != "chunked":
+                        raise _BadRequest(501, f"Transfer-Encoding {encoding!r} is not supported")
+                    return self._chunked()
+                declared = self.headers.get_all("Content-Length") or []
+                if not declared:
+                    return b""
+                if len(set(declared)) != 1 or not declared[0].strip().isdigit():
+                    raise _BadRequest(400, "bad Content-Length")
+                length = int(declared[0])
+                if length > listener.max_request_bytes:
+                    raise _BadRequest(413, f"the body is larger than {listener.max_request_bytes:,} bytes")
+                body = self.rfile.read(length)
+                if len(body) != length:
+                    raise _BadRequest(400, "the body ended before Content-Length")
+                return body
+
+            def _chunked(self) -> bytes:
+                parts: list[bytes] = []
+                total = 0
+                while True:
+                    line = self.rfile.readline(1026)
+                    try:
+                        size = int(line.split(b";", 1)[0].strip(), 16)
+                    except ValueError:
+                        raise _BadRequest(400, "bad chunk size") from None
+                    if size == 0:
+                        while self.rfile.readline(8194) not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return b"".join(parts)
+                    total += size
+                    if total > listener.max_request_bytes:
+                        raise _BadRequest(413, f"the body is larger than {listener.max_request_bytes:,} bytes")
+                    chunk = self.rfile.read(size)
+                    if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                        raise _BadRequest(400, "a chunk ended early")
+                    parts.append(chunk)
+
+            def _refuse(self, status: int, message: str) -> None:
+                """An answer before (or instead of) reading the body: the connection is closed after it."""
+                self.close_connection = True
+                data = message.encode() if message and status != 401 else b""
+                self._reply(status, data, {"Content-Type": "text/plain; charset=utf-8"} if data else {})
+
             def _reply(self, status: int, data: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
                 for key, value in headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(key, value)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":

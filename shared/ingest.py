@@ -23,7 +23,14 @@ from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
 from shared.aoai import BadRequestError, FileObject
 from shared.claims import ClaimOutcome
-from shared.names import InvalidName, check_blob_name, is_profile_name
+from shared.names import (
+    InvalidName,
+    check_blob_name,
+    companion_name,
+    is_folder_marker,
+    is_profile_name,
+    is_validation_companion,
+)
 from shared.runs import (
     RunFiles,
     RunRecord,
@@ -47,18 +54,8 @@ from shared.validation import Issue, ValidationOptions, ValidationReport, split_
 
 log = logging.getLogger(__name__)
 
-VALIDATION_SUFFIX = ".validation.jsonl"
 BLOB_CHANGED = "the blob was overwritten while it was being read; the new version is a run of its own"
 _SPOOL_BYTES = 8 * 1024 * 1024
-
-
-def is_validation_companion(blob_name: str) -> bool:
-    return blob_name.lower().endswith(VALIDATION_SUFFIX)
-
-
-def companion_name(blob_name: str) -> str:
-    stem = blob_name[: -len(".jsonl")] if blob_name.lower().endswith(".jsonl") else blob_name
-    return stem + VALIDATION_SUFFIX
 
 
 def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
@@ -71,6 +68,9 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         props = blob.get_blob_properties()
     except ResourceNotFoundError:
         log.warning("%s/%s disappeared before it could be read; nothing to do", container, name)
+        return None
+    if is_folder_marker(props.metadata):
+        log.info("%s/%s is a folder marker (hdi_isfolder), not a run", container, name)
         return None
     version = props.version_id or str(props.etag)
     run_id = derive_run_id(container, name, version)

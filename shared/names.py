@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 MAX_BLOB_NAME = 1024  # Azure's limit for a blob name
+VALIDATION_SUFFIX = ".validation.jsonl"  # compared case-insensitively, here only
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
@@ -78,3 +79,19 @@ def check_artifact_name(name: str) -> str:
             f"artifact name {_shown(name)} must be one name of letters, digits, '.', '_' or '-' (at most 100)"
         )
     return name
+
+
+def is_validation_companion(blob_name: str) -> bool:
+    """`x.validation.jsonl` (any case) is the validation file of `x.jsonl`, never a run of its own."""
+    return blob_name.lower().endswith(VALIDATION_SUFFIX)
+
+
+def companion_name(blob_name: str) -> str:
+    """The validation companion's name for a training blob: `team/x.jsonl` -> `team/x.validation.jsonl`."""
+    stem = blob_name[: -len(".jsonl")] if blob_name.lower().endswith(".jsonl") else blob_name
+    return stem + VALIDATION_SUFFIX
+
+
+def is_folder_marker(metadata: dict[str, str] | None) -> bool:
+    """A zero-length blob that stands for a folder (hierarchical namespace / ADLS Gen2 tools write these)."""
+    return str((metadata or {}).get("hdi_isfolder", "")).lower() == "true"

@@ -39,6 +39,7 @@ class Services:
     notifier: Notifier
     outbox: Outbox
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _queues: dict[str, QueueClient] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Services:
@@ -84,21 +85,33 @@ class Services:
         )
 
     def queue(self, name: str) -> QueueClient:
-        """A queue client using the host's message encoding (base64), created on first use."""
-        client = self.storage.queue_client(name)
-        try:
-            client.create_queue()
-        except ResourceExistsError:
-            pass
+        """A queue client using the host's message encoding (base64); the queue is created once per process."""
+        client = self._queues.get(name)
+        if client is None:
+            client = self.storage.queue_client(name)
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._queues[name] = client
         return client
 
+    def queues_written(self) -> list[str]:
+        """Every queue the app uses: deploy, submit, events (when set), the webhook outbox and its poison queue."""
+        s = self.settings
+        outbox = s.webhook_outbox_queue
+        names = [s.deploy_queue, s.submit_queue, s.events_queue, outbox, f"{outbox}-poison" if outbox else ""]
+        return [n for n in dict.fromkeys(names) if n]
+
     def ensure_storage(self) -> None:
-        """Create the containers the app writes to (idempotent)."""
+        """Create the containers and queues the app writes to (idempotent; once per process via get_services)."""
         for name in (self.settings.runs_container, self.settings.staging_container, self.settings.drop_container):
             try:
                 self.blobs.create_container(name)
             except ResourceExistsError:
                 pass
+        for queue in self.queues_written():
+            self.queue(queue)
 
 
 def _arm_configured(settings: Settings) -> bool:

@@ -31,14 +31,13 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContentSettings
 
 from shared.aoai.redact import scrub_http_client_logs
-from shared.names import InvalidName, check_blob_name
+from shared.names import VALIDATION_SUFFIX, InvalidName, check_blob_name, companion_name, is_validation_companion
 from shared.runs import derive_run_id
 from shared.sas import redact_url
 from shared.services import Services
 from shared.settings import Settings
 from shared.spec import METADATA_FIELDS, OTHER_METADATA
 
-COMPANION_SUFFIX = ".validation.jsonl"
 # Addresses that are public by their range but reach a cloud platform's own services.
 _METADATA_ADDRESSES = frozenset(
     {
@@ -78,8 +77,8 @@ def check_submission(name: str, metadata: Mapping[str, str]) -> dict[str, str]:
         check_blob_name(name, what="name")
     except InvalidName as exc:
         raise SubmissionError(str(exc)) from None
-    if not name.endswith(".jsonl") or name.lower().endswith(COMPANION_SUFFIX):
-        raise SubmissionError(f"name {name!r} must end in .jsonl (and not in {COMPANION_SUFFIX})")
+    if not name.endswith(".jsonl") or is_validation_companion(name):
+        raise SubmissionError(f"name {name!r} must end in .jsonl (and not in {VALIDATION_SUFFIX}, any case)")
     known = set(METADATA_FIELDS) | OTHER_METADATA
     unknown = sorted(k for k in metadata if k.lower() not in known)
     if unknown:
@@ -327,7 +326,7 @@ def drop_file(
     check_size(Path(path).stat().st_size, max_bytes)
     if validation_path:
         check_size(Path(validation_path).stat().st_size, max_bytes)
-        companion = name[: -len(".jsonl")] + COMPANION_SUFFIX
+        companion = companion_name(name)
         with open(validation_path, "rb") as fh:
             services.blobs.get_blob_client(services.settings.drop_container, companion).upload_blob(
                 fh, overwrite=True, content_settings=ContentSettings(content_type="application/jsonl")

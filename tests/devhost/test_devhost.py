@@ -6,6 +6,7 @@ Every wait is a bounded poll (``wait_for``); nothing asserts on timing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +65,57 @@ def test_http_routes_params_methods_and_auth(scenario: Scenario, tmp_path: Path)
 
 
 # ---------------------------------------------------------------------------------------------------- blobs
+def _raw(base: str, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the devhost and read until it answers or closes (the socket timeout fails the test)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(base)
+    with socket.create_connection((netloc.hostname or "127.0.0.1", netloc.port or 80), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_http_bodies_like_the_host(scenario: Scenario) -> None:
+    host = scenario.start(HTTP_FNS, extra_env={"DEVHOST_HTTP_TIMEOUT_SECONDS": "1"})
+    base = host.base_url
+    key = KEY["x-functions-key"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b"chunked "
+        yield b"body"
+
+    with httpx.Client(timeout=10) as http:
+        r = http.post(f"{base}/items/3", content=chunks(), headers=KEY)  # Transfer-Encoding: chunked
+        assert r.status_code == 200 and r.json()["body"] == "chunked body"
+    # No key: 401 at once, although the body (claimed 200 MB) was never sent: the key is checked first.
+    answer = _raw(base, b"POST /api/items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401") and b"Connection: close" in answer
+    # Over the host's 100 MB limit: 413 from the Content-Length, before reading.
+    answer = _raw(base, f"POST /api/items/1 HTTP/1.1\r\nHost: x\r\nx-functions-key: {key}\r\n"
+                  "Content-Length: 200000000\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 413")
+    for bad in (b"abc", b"-5", b"1, 2"):
+        answer = _raw(base, b"POST /api/items/1 HTTP/1.1\r\nHost: x\r\nx-functions-key: " + key.encode()
+                      + b"\r\nContent-Length: " + bad + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+    # A client that stops sending mid-body is dropped after the socket timeout, not waited on forever.
+    stalled = _raw(base, f"POST /api/items/1 HTTP/1.1\r\nHost: x\r\nx-functions-key: {key}\r\n"
+                   "Content-Length: 10\r\n\r\nabc".encode())
+    assert not stalled.startswith(b"HTTP/1.1 200")
+    assert _raw(base, b"GET /api/" + b"x" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 414")
+    with httpx.Client(timeout=10) as http:  # still serving
+        assert http.get(f"{base}/items/42", headers=KEY).json()["id"] == "42"
+    log = host.log_path.read_text()
+    assert key not in log
+
+
 def test_blob_once_per_version_sdk_and_stream_bindings_and_restart(scenario: Scenario) -> None:
     blobs = scenario.connection.blob_service_client()
     container = blobs.create_container(scenario.names["BLOB_CONTAINER"])
