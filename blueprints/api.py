@@ -18,6 +18,7 @@ from shared.services import get_services
 from shared.settings import get_settings
 from shared.submissions import AlreadySubmitted, SubmissionError, TooLarge, check_size, submit, submit_from_url
 from shared.summary import run_summary
+from shared.telemetry import traced
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def _error(status: int, code: str, message: str) -> func.HttpResponse:
 
 
 @bp.route(route="runs", methods=["POST"])
+@traced("submit_run")
 def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     params = dict(req.params)
     params.pop("code", None)  # the function key, when passed as ?code=
@@ -65,6 +67,7 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="runs", methods=["GET"])
+@traced("list_runs")
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     state = req.params.get("state")
     if state is not None and state not in STATES:
@@ -76,6 +79,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"])
+@traced("get_run")
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     try:
         record = get_services().store.get(req.route_params["run_id"])
@@ -87,6 +91,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="runs/{run_id}/{artifact}", methods=["GET"])
+@traced("get_artifact")
 def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
     artifact = req.route_params["artifact"]
     if artifact not in ARTIFACTS:
@@ -104,6 +109,7 @@ def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=_settings.submit_queue, connection=_settings.storage_connection)
+@traced("submit_run_from_queue")
 def submit_run_from_queue(msg: func.QueueMessage) -> None:
     try:
         body = json.loads(msg.get_body())

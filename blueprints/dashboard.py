@@ -9,6 +9,7 @@ import azure.functions as func
 
 from shared.dashboard import Page, chart_response, run_response, runs_response
 from shared.services import get_services
+from shared.telemetry import traced
 
 bp = func.Blueprint()
 
@@ -18,15 +19,18 @@ def _reply(page: Page) -> func.HttpResponse:
 
 
 @bp.route(route="dashboard", methods=["GET"])
+@traced("dashboard_runs")
 def dashboard_runs(req: func.HttpRequest) -> func.HttpResponse:
     return _reply(runs_response(get_services(), dict(req.params)))
 
 
 @bp.route(route="dashboard/runs/{run_id}", methods=["GET"])
+@traced("dashboard_run")
 def dashboard_run(req: func.HttpRequest) -> func.HttpResponse:
     return _reply(run_response(get_services(), req.route_params["run_id"], dict(req.params)))
 
 
 @bp.route(route="dashboard/runs/{run_id}/charts/{name}", methods=["GET"])
+@traced("dashboard_chart")
 def dashboard_chart(req: func.HttpRequest) -> func.HttpResponse:
     return _reply(chart_response(get_services(), req.route_params["run_id"], req.route_params["name"]))

@@ -6,6 +6,7 @@ import azurefunctions.extensions.bindings.blob as blob
 from shared.ingest import handle_new_blob
 from shared.services import get_services
 from shared.settings import get_settings
+from shared.telemetry import traced
 
 bp = func.Blueprint()
 _settings = get_settings()
@@ -22,6 +23,7 @@ _SOURCE = (
     connection=_settings.storage_connection,
     source=_SOURCE,
 )
+@traced("ingest_dropped_file")
 def ingest_dropped_file(client: blob.BlobClient) -> None:
     """Stream the new blob through the validator; valid -> import it; invalid -> a rejected run."""
     handle_new_blob(get_services(), client)

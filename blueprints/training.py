@@ -6,6 +6,7 @@ import azure.functions as func
 
 from shared.services import get_services
 from shared.settings import get_settings
+from shared.telemetry import traced
 from shared.training import tick
 
 bp = func.Blueprint()
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.timer_trigger(arg_name="timer", schedule=get_settings().training_poll_schedule, run_on_startup=False)
+@traced("advance_runs")
 def advance_runs(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("advance_runs is past due: running now")

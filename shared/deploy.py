@@ -26,6 +26,7 @@ from shared.metrics import MetricsSummary, ResultsParseError, parse_results, sum
 from shared.runs import ACTIVE_STATES, RunError, RunRecord, RunState, SmokeTest, utcnow
 from shared.services import Services
 from shared.spec import COMPLETION_MODELS
+from shared.telemetry import in_run
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1)
     """Deploy the run named by the message. Raises DeployRetry (or anything else) to have the queue try again;
     on the last try (`dequeue_count` = DEPLOY_MAX_ATTEMPTS) the run is first failed with the reason."""
     try:
-        return _handle(services, body, dequeue_count)
+        return in_run(_run_id(body), None, _handle, services, body, dequeue_count)
     except Exception as exc:
         if dequeue_count >= services.settings.deploy_max_attempts and not isinstance(exc, DeployRetry):
             run_id = _run_id(body)

@@ -50,6 +50,7 @@ from shared.spec import (
     parse_profile,
     profile_blob_name,
 )
+from shared.telemetry import in_run
 from shared.validation import Issue, ValidationOptions, ValidationReport, split_examples, validate
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
     if record.state not in (RunState.RECEIVED, RunState.VALIDATING):
         return record
     try:
-        return _ingest(services, blob, props, run_id)
+        return in_run(run_id, None, _ingest, services, blob, props, run_id)
     except Exception as exc:
         # Keep the reason on the run: if every retry fails, the timer ends the run with it (not "see the logs").
         note = f"ingest attempt failed: {type(exc).__name__}: {str(exc)[:300]}"

@@ -47,6 +47,7 @@ from shared.connections import StorageConnection
 from shared.runs import RunRecord, RunState
 from shared.settings import Settings
 from shared.summary import run_summary
+from shared.telemetry import state_changed
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class Notifier:
         return self._events_queue is not None or bool(self.targets)
 
     def run_changed(self, record: RunRecord, previous: RunState | None) -> None:
+        state_changed(record.state.value)
         if not self.enabled:
             return
         event = run_event(record, previous, source=self.source, price_per_million_tokens=self._price)

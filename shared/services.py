@@ -26,6 +26,7 @@ from shared.notifications import Notifier, Outbox, build_notifications
 from shared.runs import RunRecord
 from shared.runstore import RunStore
 from shared.settings import Settings, get_settings
+from shared.telemetry import service_transport, watch_queues
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Services:
             api_version=settings.azure_openai_api_version,
             api_key=key,
             credential=_credential(settings) if key is None else None,
+            transport=service_transport("azure_openai"),
         )
         deployments = None
         if _arm_configured(settings):
@@ -65,6 +67,7 @@ class Services:
                 credential=_credential(settings) if token is None else None,
                 bearer_token=token,
                 max_poll_interval=settings.lro_max_wait_seconds,
+                transport=service_transport("azure_management"),
             )
         notifier, outbox = build_notifications(settings, storage)
         store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
@@ -138,4 +141,7 @@ def get_services() -> Services:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     services = Services.from_settings(get_settings())
     services.ensure_storage()
+    s = services.settings
+    names = (s.deploy_queue, s.deploy_queue + "-poison", s.webhook_outbox_queue, s.webhook_outbox_queue + "-poison")
+    watch_queues({name: services.storage.queue_client(name) for name in names})  # only when telemetry is on
     return services

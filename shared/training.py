@@ -26,6 +26,7 @@ from shared.ingest import ensure_imports, imports_done
 from shared.runs import CheckpointInfo, RunRecord, RunState, utcnow
 from shared.runstore import ActiveRun
 from shared.services import Services
+from shared.telemetry import in_run
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def tick(services: Services) -> TickReport:
     report = TickReport(runs=len(runs))
     if runs:
         with ThreadPoolExecutor(max_workers=min(services.settings.tick_concurrency, len(runs))) as pool:
-            for outcome in pool.map(lambda run: _advance_safely(services, run), runs):
+            for outcome in pool.map(lambda run: in_run(run.run_id, run.job_id, _advance_safely, services, run), runs):
                 report.outcomes[outcome] += 1
     report.seconds = time.perf_counter() - started
     log.info("tick: %s", json.dumps(report.as_dict()))
