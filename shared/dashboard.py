@@ -25,6 +25,8 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from shared.charts import chart_marks, render_chart
+from shared.metrics import ResultsParseError, parse_results
 from shared.runs import RunRecord
 from shared.runstore import run_folder
 from shared.summary import RunSummary, run_summary
@@ -340,12 +342,27 @@ def run_response(services: Services, run_id: str, params: Mapping[str, str]) -> 
 
 
 def chart_response(services: Services, run_id: str, name: str) -> Page:
+    """A run's chart; once it is deployed, drawn again from results.csv with the deployed checkpoint marked."""
     if name not in dict(CHARTS):
         return Page(404, b"", "text/plain", {})
-    data = services.store.get_artifact(run_id, name)
-    if data is None:
+    found = services.store.load(run_id)
+    stored = services.store.get_artifact(run_id, name)
+    if found is None or stored is None:
         return Page(404, b"", "text/plain", {})
-    return Page(200, data, "image/png", {"Cache-Control": "private, max-age=30"})
+    record = found[0]
+    cache = {"Cache-Control": f"private, max-age={3600 if record.terminal else 30}"}
+    if record.deployment.provisioning_state != "Succeeded":
+        return Page(200, stored, "image/png", cache)
+    results = services.store.get_artifact(run_id, "results.csv")
+    try:
+        table = parse_results(results) if results is not None else None
+    except ResultsParseError:
+        table = None
+    if table is None:
+        return Page(200, stored, "image/png", cache)
+    subtitle = record.job.fine_tuned_model or ""
+    png = render_chart(table, name, title=record.id, subtitle=subtitle, marks=chart_marks(record, table))
+    return Page(200, png, "image/png", cache)
 
 
 def artifact_names(services: Services, run_id: str) -> set[str]:

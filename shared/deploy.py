@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.aoai import AzureOpenAIError, BadRequestError, OperationFailedError, OperationTimeoutError
-from shared.charts import render_charts
+from shared.charts import chart_marks, render_charts
 from shared.claims import ClaimOutcome
 from shared.gate import evaluate_gate
 from shared.metrics import MetricsSummary, ResultsParseError, parse_results, summarize
@@ -163,7 +163,9 @@ def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | No
         finished_at=record.job.finished_at,
     )
     store.put_artifact(record.id, "metrics.json", summary.model_dump_json(indent=2), "application/json")
-    for name, png in render_charts(table, title=f"{record.id} ({record.job.fine_tuned_model})").items():
+    for name, png in render_charts(
+        table, title=record.id, subtitle=record.job.fine_tuned_model or "", marks=chart_marks(record, table)
+    ).items():
         store.put_artifact(record.id, name, png, "image/png")
     metrics = summary.model_dump(mode="json")
 
