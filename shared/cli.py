@@ -11,9 +11,13 @@ subcommand by adding a `_add_<name>` that sets `func`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -160,10 +164,14 @@ def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--validation-out", metavar="PATH", help="validation output with --split (default: OUT with .validation)"
     )
+    p.add_argument("--system", metavar="TEXT", help="system message for every chat example that has none")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV input (default utf-8, e.g. cp1252)")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import codecs
+
     from shared.validation import DEFAULT_MODEL
     from shared.validation.convert import ConversionError, convert
 
@@ -176,20 +184,37 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise _Usage("--validation-out needs --split")
     if out_path.resolve() == source.resolve() or (valid_path and valid_path.resolve() == source.resolve()):
         raise _Usage("the output would overwrite the input")
+    if valid_path is not None and valid_path.resolve() == out_path.resolve():
+        raise _Usage("--validation-out must differ from the output")
+    for target in (out_path, valid_path):
+        if target is not None and (target.is_dir() or not target.resolve().parent.is_dir()):
+            raise _Usage(f"{target}: not a file in an existing folder")
     try:
-        with open(out_path, "wb") as out:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise _Usage(f"unknown encoding {args.encoding!r}") from None
+    # Write beside the targets and rename only on success: a failed conversion never truncates an existing file.
+    temps: list[Path] = []
+    try:
+        with _temp_beside(out_path, temps) as out:
+            options = {"model": args.model or DEFAULT_MODEL, "system": args.system, "encoding": args.encoding}
             if valid_path is not None:
-                with open(valid_path, "wb") as vout:
-                    result = convert(
-                        source, out, model=args.model or DEFAULT_MODEL, fraction=args.split, valid_out=vout
-                    )
+                with _temp_beside(valid_path, temps) as vout:
+                    result = convert(source, out, fraction=args.split, valid_out=vout, **options)
             else:
-                result = convert(source, out, model=args.model or DEFAULT_MODEL)
+                result = convert(source, out, **options)
+        for temp, target in zip(temps, (out_path, valid_path), strict=False):
+            if target is not None:
+                os.replace(temp, target)
+        temps.clear()
     except ConversionError as exc:
         print(f"{source}: cannot convert: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except OSError as exc:
-        raise _Usage(f"cannot write {exc.filename}: {exc.strerror}") from exc
+        raise _Usage(f"cannot write {exc.filename or out_path}: {exc.strerror}") from exc
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
     skipped = f", {result.skipped} empty rows skipped" if result.skipped else ""
     print(f"{source} ({result.input_format}): {result.written:,} examples{skipped}")
     if valid_path is not None:
@@ -199,6 +224,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"  written to {out_path}")
     print(f"next: python -m shared.cli validate {out_path}" + (f" --validation {valid_path}" if valid_path else ""))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _temp_beside(target: Path, temps: list[Path]) -> Iterator[BinaryIO]:
+    """A new temporary file in `target`'s folder (so the final rename stays on one file system)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+    temps.append(Path(name))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # what open() would have made, not mkstemp's 0600
+    with os.fdopen(fd, "wb") as fh:
+        yield fh
 
 
 # ---- entry point ------------------------------------------------------------------------------------

@@ -83,3 +83,52 @@ def test_convert_bad_content_exit_1(tmp_path: Path, capsys: pytest.CaptureFixtur
     src.write_text("a,b\n1,2\n", "utf-8")
     assert main(["convert", str(src), str(tmp_path / "o.jsonl")]) == 1
     assert "row 2" in capsys.readouterr().err
+
+
+def test_a_failed_convert_never_destroys_the_existing_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d.csv").write_text("prompt,completion\nq,a\n", "utf-8")
+    out = tmp_path / "train.jsonl"
+    valid = tmp_path / "valid.jsonl"
+    out.write_bytes(b"precious\n")
+    valid.write_bytes(b"also precious\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completion": "c"}\n[1, 2]\n', "utf-8")
+    assert main(["convert", str(bad), str(out)]) == 1
+    assert main(["convert", str(bad), str(out), "--split", "0.5", "--validation-out", str(valid)]) == 1
+    assert out.read_bytes() == b"precious\n" and valid.read_bytes() == b"also precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "d.csv", "train.jsonl", "valid.jsonl"]
+    assert "Traceback" not in capsys.readouterr().err
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "p", "completion": "c"}\n', "utf-8")
+    assert main(["convert", str(good), str(out)]) == 0
+    assert json.loads(out.read_bytes())["messages"][0]["content"] == "p"
+    assert (out.stat().st_mode & 0o777) != 0o600  # the rename kept ordinary permissions
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--split", "0.5", "--validation-out", "{out}"],
+        ["--encoding", "no-such-codec"],
+    ],
+)
+def test_convert_refuses_unusable_outputs(tmp_path: Path, extra: list[str]) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text("prompt,completion\nq,a\n", "utf-8")
+    out = tmp_path / "o.jsonl"
+    out.write_bytes(b"precious\n")
+    argv = ["convert", str(src), str(out), *[a.replace("{out}", str(out)) for a in extra]]
+    assert main(argv) == 2
+    assert out.read_bytes() == b"precious\n"
+    assert main(["convert", str(src), str(tmp_path)]) == 2  # a folder
+    assert main(["convert", str(src), str(tmp_path / "no" / "such" / "o.jsonl")]) == 2
+
+
+def test_convert_system_option(tmp_path: Path) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text("prompt,completion\nq,a\n", "utf-8")
+    out = tmp_path / "o.jsonl"
+    assert main(["convert", str(src), str(out), "--system", "You are terse."]) == 0
+    assert json.loads(out.read_bytes())["messages"][0] == {"role": "system", "content": "You are terse."}
