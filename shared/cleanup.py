@@ -36,6 +36,8 @@ def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, fil
     if done:
 
         def note(r: RunRecord) -> bool:
+            if deployment and name and f"deleted deployment {name}" in done:
+                r.deployment.provisioning_state = "Deleted"  # the table and the API no longer say "deployed as"
             return r.warn("cleaned up: " + "; ".join(done))
 
         services.store.update(run_id, note)

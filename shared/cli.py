@@ -3,9 +3,11 @@
     python -m shared.cli validate PATH [--validation PATH] [--model MODEL] [--json]
     python -m shared.cli convert IN OUT [--model MODEL] [--split FRACTION] [--validation-out PATH]
 
-Exit status: 0 success (valid), 1 the data is invalid or cannot be converted, 2 unusable arguments or an
-unreadable path. One function per subcommand (`cmd_<name>`), registered in `build_parser`; add a
-subcommand by adding a `_add_<name>` that sets `func`.
+Exit status: 0 success (valid), 1 the data is invalid or cannot be converted (or a run command was refused:
+no such run, already dropped), 2 unusable arguments or the command cannot run (an unreadable path, a missing
+`--settings` file, storage out of reach, tokenizer encodings unavailable offline). Expected failures are one
+line on stderr, never a traceback. One function per subcommand (`cmd_<name>`), registered in
+`build_parser`; add a subcommand by adding a `_add_<name>` that sets `func`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def _fraction(value: str) -> float:
 
 def _readable(path: str) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise _Usage(f"{path}: is a folder, not a file")
     if not p.is_file():
         raise _Usage(f"{path}: no such file")
     try:
@@ -88,17 +92,117 @@ def cmd_validate(args: argparse.Namespace) -> int:
         options = ValidationOptions(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise _Usage(f"invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
-    with open(training, "rb") as train_f:
-        if validation is not None:
-            with open(validation, "rb") as valid_f:
-                report = validate(train_f, validation=valid_f, model=args.model or DEFAULT_MODEL, options=options)
-        else:
-            report = validate(train_f, model=args.model or DEFAULT_MODEL, options=options)
+    for path in (p for p in (training, validation) if p is not None):
+        other = _other_format(path)
+        if other is not None:
+            print(
+                f"{path}: this is {other}, not JSONL (one JSON object per line). Convert it first:\n"
+                f"  python -m shared.cli convert {path} {path.with_suffix('.jsonl')}",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+    model = args.model or DEFAULT_MODEL
+    show = not args.json and sys.stderr.isatty()
+    try:
+        with Progress(training, enabled=show) as train_f:
+            if validation is not None:
+                with Progress(validation, enabled=show) as valid_f:
+                    report = validate(train_f, validation=valid_f, model=model, options=options)
+            else:
+                report = validate(train_f, model=model, options=options)
+    except Exception as exc:
+        if _tokenizer_unavailable(exc):
+            raise _Usage(_tokenizer_message(model)) from None
+        raise
     if args.json:
         print(report.model_dump_json(indent=2))
     else:
         print(summary(report, str(training), str(validation) if validation else None))
     return EXIT_OK if report.valid else EXIT_INVALID
+
+
+def _other_format(path: Path) -> str | None:
+    """'CSV' / 'TSV' / 'an XLSX workbook' / 'a JSON array' when the file is plainly not JSONL, else None."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        return "an XLSX workbook" if path.suffix.lower() in (".xlsx", ".xlsm") else "a zip archive"
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"["):
+        return "a JSON array"
+    if not text or text.startswith(b"{"):
+        return None
+    first = text.split(b"\n", 1)[0]
+    if path.suffix.lower() == ".tsv" or b"\t" in first:
+        return "TSV"
+    if path.suffix.lower() == ".csv" or b"," in first or b";" in first:
+        return "CSV"
+    return None
+
+
+def _tokenizer_unavailable(exc: BaseException) -> bool:
+    """True when `exc` is tiktoken failing to fetch or read an encoding file (offline, no cache)."""
+    import traceback
+
+    if not isinstance(exc, OSError | ValueError):  # requests' ConnectionError is an OSError
+        return False
+    return any("tiktoken" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def _tokenizer_message(model: str) -> str:
+    from shared.validation.model_limits import profile_for
+
+    encoding = profile_for(model).tokenizer
+    where = os.environ.get("TIKTOKEN_CACHE_DIR")
+    found = f"TIKTOKEN_CACHE_DIR={where} does not hold it" if where else "TIKTOKEN_CACHE_DIR is not set"
+    return (
+        f"exact token counts need tiktoken's {encoding} encoding, which tiktoken downloads on first use, and the "
+        f"download failed ({found}). Run once with internet access, or set TIKTOKEN_CACHE_DIR to a folder that "
+        "holds the encoding files (tiktoken's cache; see the README, 'tiktoken')"
+    )
+
+
+class Progress:
+    """A binary file whose reads are reported on stderr as a percentage (only on a terminal)."""
+
+    def __init__(self, path: Path, *, enabled: bool, stream: object = None, every: float = 0.25) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.total = path.stat().st_size
+        self.done = 0
+        self._last = 0.0
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> Progress:
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._file is not None
+        self._file.close()
+        if self.enabled and self._last:
+            self._write("\r\x1b[K")
+
+    def read(self, n: int = -1) -> bytes:
+        assert self._file is not None
+        chunk = self._file.read(n)
+        self.done += len(chunk)
+        if self.enabled:
+            import time
+
+            now = time.monotonic()
+            if now - self._last >= self.every:
+                self._last = now
+                share = self.done / self.total if self.total else 1.0
+                self._write(f"\r{self.path.name}: {share:4.0%} ({self.done / 1e6:,.1f} of {self.total / 1e6:,.1f} MB)")
+        return chunk
+
+    def _write(self, text: str) -> None:
+        write = getattr(self.stream, "write")  # noqa: B009 - any text stream
+        write(text)
+        getattr(self.stream, "flush", lambda: None)()
 
 
 def summary(report: object, training: str, validation: str | None = None) -> str:
@@ -143,13 +247,32 @@ def summary(report: object, training: str, validation: str | None = None) -> str
         ("warnings", report.warnings, report.warning_count),
     ):
         if total:
-            more = f" ({len(issues)} listed)" if len(issues) < total else ""
-            out.append(f"{total:,} {title}{more}:")
-            for i in issues:
-                where = f"line {i.line}" if i.line is not None else "file"
-                prefix = "validation " if i.file == "validation" else ""
-                out.append(f"  {prefix}{where}: [{i.code}] {i.message}")
+            out.append(f"{total:,} {title}:")
+            out.extend(_grouped(issues, report.counts))
     return "\n".join(out)
+
+
+def _grouped(issues: Sequence[object], counts: dict[str, int], first_lines: int = 5) -> list[str]:
+    """One line per issue; a code seen more than once is one line with its count, first lines and message."""
+    from shared.validation import Issue
+
+    by_code: dict[tuple[str, str | None], list[Issue]] = {}
+    for issue in issues:
+        assert isinstance(issue, Issue)
+        by_code.setdefault((issue.code, issue.file), []).append(issue)
+    out = []
+    for (code, file), group in by_code.items():
+        prefix = "validation " if file == "validation" else ""
+        first = group[0]
+        total = max(counts.get(code, len(group)), len(group))
+        if total == 1 or len(group) == 1 and first.line is None:
+            where = f"line {first.line}" if first.line is not None else "file"
+            out.append(f"  {prefix}{where}: [{code}] {first.message}")
+            continue
+        lines = [str(i.line) for i in group[:first_lines] if i.line is not None]
+        more = ", ..." if total > len(lines) else ""
+        out.append(f"  [{code}] {total:,} times, {prefix}lines {', '.join(lines)}{more}; first: {first.message}")
+    return out
 
 
 # ---- convert ----------------------------------------------------------------------------------------
@@ -253,13 +376,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.runs_cli import CommandError
+
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unusable arguments
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except _Usage as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return code
 
 

@@ -10,17 +10,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.names import InvalidName
+from shared.runs import RunState
 from shared.runstore import RunNotFound
+from shared.sas import redact_url
 from shared.services import Services
 from shared.settings import settings_from_env
-from shared.submissions import AlreadySubmitted, SubmissionError, drop_file
-from shared.summary import run_summary
+from shared.submissions import AlreadySubmitted, SubmissionError, check_submission, drop_file
+from shared.summary import RunSummary, run_summary
 
 SETTINGS_CANDIDATES = ("local.settings.json", ".stack/local.settings.json")
+STATES = [state.value for state in RunState]
+
+
+class CommandError(Exception):
+    """An expected failure of a run command: one line on stderr and `exit_code` (2: cannot run, 1: refused)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def add_run_commands(sub: Any) -> None:
@@ -34,7 +47,7 @@ def add_run_commands(sub: Any) -> None:
     drop.set_defaults(func=cmd_drop)
 
     runs = sub.add_parser("runs", help="list runs, newest first")
-    runs.add_argument("--state", help="only runs in this state")
+    runs.add_argument("--state", choices=STATES, metavar="STATE", help=f"only runs in this state ({', '.join(STATES)})")
     runs.add_argument("--limit", type=int, default=30)
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
@@ -63,17 +76,46 @@ def load_env(path: str | None) -> dict[str, str]:
     if candidate:
         try:
             values = json.loads(Path(candidate).read_text(encoding="utf-8-sig")).get("Values", {})
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"cannot read settings file {candidate}: {exc}") from None
+        except OSError as exc:
+            raise CommandError(f"cannot read settings file {candidate}: {exc.strerror}") from None
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise CommandError(f"settings file {candidate} is not a local.settings.json ({exc})") from None
         for key, value in values.items():
             env.setdefault(key, str(value))
     return env
 
 
 def services_for(args: argparse.Namespace) -> Services:
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+    from pydantic import ValidationError
+
+    from shared.connections import ConnectionSettingError
+
     env = load_env(getattr(args, "settings", None))
-    services = Services.from_settings(settings_from_env(env), env=env)
-    services.ensure_storage()
+    try:
+        services = Services.from_settings(settings_from_env(env), env=env)
+    except (ValidationError, ConnectionSettingError, ValueError) as exc:
+        raise CommandError(f"unusable settings: {exc}") from None
+    endpoint = redact_url(services.blobs.url)
+    try:  # one quick try first: a storage account out of reach fails in seconds, not after a minute of retries
+        services.blobs.get_container_client(services.settings.runs_container).exists(
+            retry_total=0, connection_timeout=5, read_timeout=10
+        )
+        services.ensure_storage()
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        reason = str(exc).rsplit(":", 1)[-1].strip() or type(exc).__name__
+        raise CommandError(
+            f"cannot reach blob storage at {endpoint} ({reason}). Is the local stack running (make dev), or does "
+            "--settings point at the right account?"
+        ) from None
+    except (ClientAuthenticationError, HttpResponseError) as exc:
+        code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None) or type(exc).__name__
+        raise CommandError(f"blob storage at {endpoint} refused the request ({code}): check the settings") from None
     return services
 
 
@@ -82,25 +124,32 @@ def cmd_drop(args: argparse.Namespace) -> int:
     for item in args.meta:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"--meta {item!r}: expected KEY=VALUE")
-            return 2
+            raise CommandError(f"--meta {item!r}: expected KEY=VALUE")
         metadata[key.strip()] = value.strip()
     if args.profile:
         metadata["profile"] = args.profile
-    if not Path(args.file).is_file():
-        print(f"{args.file}: no such file")
-        return 2
+    for path in (args.file, args.validation):
+        if path and not Path(path).is_file():
+            raise CommandError(f"{path}: {'is a folder' if Path(path).is_dir() else 'no such file'}")
+    try:
+        check_submission(args.name or Path(args.file).name, metadata)  # before connecting to anything
+    except SubmissionError as exc:
+        raise CommandError(str(exc)) from None
     services = services_for(args)
     try:
         blob_name, run_id = drop_file(
             services, args.file, name=args.name, validation_path=args.validation, metadata=metadata
         )
     except AlreadySubmitted as exc:
-        print(f"{exc.blob_name} is already in the drop container (run {exc.run_id}); use --name for a new run")
-        return 1
+        # Runs start from new blob versions; `drop` refuses to overwrite so that a typo cannot replace a file
+        # another run was started from. Uploading a new version on purpose (any other tool) starts a new run.
+        raise CommandError(
+            f"{exc.blob_name} is already in the drop container (run {exc.run_id}). drop never overwrites: use "
+            "--name for a new name (uploading a new version with another tool also starts a new run)",
+            exit_code=1,
+        ) from None
     except SubmissionError as exc:
-        print(str(exc))
-        return 2
+        raise CommandError(str(exc)) from None
     print(f"dropped {services.settings.drop_container}/{blob_name}: run {run_id}")
     print(f"follow it with: python -m shared.cli status {run_id}")
     return 0
@@ -128,17 +177,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         print("no runs yet")
         return 0
-    header = ("RUN", "STATE", "AGE", "EXAMPLES", "JOB", "MODEL / ERROR")
+    header = ("RUN", "STATE", "AGE", "BLOB", "EXAMPLES", "JOB", "OUTCOME")
     rows = [
         (
             s.id,
             s.state,
             _age(s.created_at),
+            s.blob if len(s.blob) <= 40 else f"{s.blob[:18]}...{s.blob[-19:]}",
             str(s.examples) if s.examples is not None else "-",
             s.job_status or "-",
-            (s.deployment and f"deployed as {s.deployment}")
-            or s.fine_tuned_model
-            or (s.error.message[:70] if s.error else ""),
+            outcome(s),
         )
         for s in summaries
     ]
@@ -148,6 +196,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def outcome(s: RunSummary, width: int = 90) -> str:
+    """The last column of the runs table: what the run came to, in its state's terms (errors cut at a word)."""
+    if s.error is not None:
+        return textwrap.shorten(f"{s.error.code}: {s.error.message}", width, placeholder=" ...")
+    if s.state == RunState.DEPLOYED.value and s.deployment:
+        if (s.deployment_state or "").lower() == "deleted":
+            return f"deployment {s.deployment} deleted (model {s.fine_tuned_model})"
+        return f"deployed as {s.deployment}"
+    if s.state == RunState.DEPLOYING.value and s.deployment:
+        return f"deploying {s.deployment} ({s.deployment_state or 'starting'})"
+    return s.fine_tuned_model or s.last_note
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from shared.cleanup import cleanup_run
 
@@ -155,8 +216,9 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     try:
         done = cleanup_run(services, args.run_id, deployment=not args.keep_deployment, files=not args.keep_files)
     except RunNotFound:
-        print(f"no run {args.run_id!r}")
-        return 1
+        raise CommandError(f"no run {args.run_id!r}", exit_code=1) from None
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
     print("\n".join(done) if done else "nothing to clean up")
     return 0
 
@@ -166,8 +228,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         r = services.store.get(args.run_id)
     except RunNotFound:
-        print(f"no run {args.run_id!r}")
-        return 1
+        raise CommandError(f"no run {args.run_id!r}", exit_code=1) from None
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
     if args.json:
         print(r.model_dump_json(indent=2))
         return 0

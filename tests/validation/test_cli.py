@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 from shared.cli import main
 
 from .examples import chat, jsonl
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -132,3 +138,90 @@ def test_convert_system_option(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     assert main(["convert", str(src), str(out), "--system", "You are terse."]) == 0
     assert json.loads(out.read_bytes())["messages"][0] == {"role": "system", "content": "You are terse."}
+
+
+# ---- what a new user trips over ------------------------------------------------------------------------------
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *argv], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})}, timeout=120, **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_offline_without_encodings_is_one_sentence_not_a_traceback(good: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-encodings"
+    empty.mkdir()
+    # An unreachable proxy makes the download fail the same way on any machine, with or without internet.
+    env = {"TIKTOKEN_CACHE_DIR": str(empty), "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    result = _cli("validate", str(good), env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "o200k_base" in result.stderr and "TIKTOKEN_CACHE_DIR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("data.csv", b"prompt,completion\nq,a\n", "CSV"),
+        ("data.txt", b"prompt;completion\nq;a\n", "CSV"),
+        ("data.tsv", b"prompt\tcompletion\nq\ta\n", "TSV"),
+        ("data.json", b'\xef\xbb\xbf  [{"prompt": "q", "completion": "a"}]', "a JSON array"),
+        ("data.xlsx", b"PK\x03\x04rest-of-a-workbook", "an XLSX workbook"),
+    ],
+)
+def test_validate_says_use_convert_for_other_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, kind: str
+) -> None:
+    p = tmp_path / name
+    p.write_bytes(content)
+    assert main(["validate", str(p)]) == 1
+    captured = capsys.readouterr()
+    assert f"this is {kind}, not JSONL" in captured.err and "shared.cli convert" in captured.err
+    assert "invalid_json" not in captured.out
+
+
+def test_a_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_repeated_warnings_are_grouped_by_code_with_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "pii.jsonl"
+    p.write_bytes(jsonl([chat(i) for i in range(3)] + [
+        {"messages": [{"role": "user", "content": f"mail me at person{i}@example.com"},
+                      {"role": "assistant", "content": "ok"}]} for i in range(300)
+    ]))
+    assert main(["validate", str(p)]) == 0
+    out = capsys.readouterr().out
+    grouped = [x for x in out.splitlines() if "[possible_pii]" in x]
+    assert len(grouped) == 1 and "300 times, lines 4, 5, 6, 7, 8, ..." in grouped[0]
+
+
+def test_progress_is_written_only_when_enabled(good: Path) -> None:
+    from shared.cli import Progress
+
+    stream = io.StringIO()
+    with Progress(good, enabled=True, stream=stream, every=0.0) as f:
+        while f.read(100):
+            pass
+    assert "100%" in stream.getvalue() and stream.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    with Progress(good, enabled=False, stream=quiet, every=0.0) as f:
+        f.read()
+    assert quiet.getvalue() == ""
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b"{oops\n" * 20000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "validate", str(p), "--json", "--max-listed", "20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # what `| head` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1) and "Traceback" not in err and "BrokenPipe" not in err
