@@ -77,8 +77,18 @@ param pricePerMillionTrainingTokens string = ''
 param smokeTest bool = true
 
 @secure()
-@description('Receives a JSON POST on each run state change; empty for none.')
+@description('Receives a signed CloudEvent POST on each run state change; empty for none (needs notifyWebhookSecret).')
 param notifyWebhookUrl string = ''
+
+@secure()
+@description('Standard Webhooks signing secret (whsec_ + base64 of 32 random bytes); required with notifyWebhookUrl.')
+param notifyWebhookSecret string = ''
+
+@description('Outbox queue of pending webhook / Event Grid deliveries (created here, with its -poison queue).')
+param webhookOutboxQueueName string = 'fine-tuning-webhooks'
+
+@description('Create an Event Grid custom topic (CloudEvents 1.0) that receives every run event.')
+param createEventGridTopic bool = false
 
 @description('Absolute path of a tiktoken cache shipped with the code (TIKTOKEN_CACHE_DIR); empty to let tiktoken download the encodings at first use.')
 param tiktokenCacheDir string = ''
@@ -132,7 +142,10 @@ module storage 'app/storage.bicep' = {
       runsContainerName
       stagingContainerName
     ]
-    queueNames: concat([deployQueueName, submitQueueName], empty(eventsQueueName) ? [] : [eventsQueueName])
+    queueNames: concat(
+      [deployQueueName, submitQueueName, webhookOutboxQueueName, '${webhookOutboxQueueName}-poison'],
+      empty(eventsQueueName) ? [] : [eventsQueueName]
+    )
     systemTopicName: 'evgt-${resourceToken}'
     appPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
@@ -146,6 +159,17 @@ module monitoring 'app/monitoring.bicep' = {
   params: {
     logAnalyticsName: 'log-${resourceToken}'
     appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module eventGridTopic 'app/eventgrid-topic.bicep' = if (createEventGridTopic) {
+  name: 'eventgrid-topic'
+  scope: rg
+  params: {
+    name: 'evgt-runs-${resourceToken}'
     location: location
     tags: tags
     appPrincipalId: identity.outputs.principalId
@@ -189,6 +213,7 @@ var appSettings = union(
     DEPLOY_QUEUE: deployQueueName
     SUBMIT_QUEUE: submitQueueName
     EVENTS_QUEUE: eventsQueueName
+    WEBHOOK_OUTBOX_QUEUE: webhookOutboxQueueName
     BLOB_TRIGGER_SOURCE: 'EventGrid'
     TRAINING_POLL_SCHEDULE: trainingPollSchedule
     AZURE_OPENAI_ENDPOINT: openAiAccess.outputs.endpoint
@@ -214,6 +239,7 @@ var appSettings = union(
   },
   empty(pricePerMillionTrainingTokens) ? {} : { PRICE_PER_MILLION_TRAINING_TOKENS: pricePerMillionTrainingTokens },
   empty(tiktokenCacheDir) ? {} : { TIKTOKEN_CACHE_DIR: tiktokenCacheDir },
+  createEventGridTopic ? { EVENT_GRID_TOPIC_ENDPOINT: eventGridTopic.outputs.endpoint } : {},
   extraAppSettings
 )
 
@@ -232,6 +258,7 @@ module functionApp 'app/function.bicep' = {
     appInsightsConnectionString: monitoring.outputs.connectionString
     appSettings: appSettings
     notifyWebhookUrl: notifyWebhookUrl
+    notifyWebhookSecret: notifyWebhookSecret
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }
@@ -249,6 +276,8 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.name
 output EVENTGRID_SYSTEM_TOPIC_NAME string = storage.outputs.systemTopicName
+output EVENTGRID_RUNS_TOPIC_ENDPOINT string = createEventGridTopic ? eventGridTopic.outputs.endpoint : ''
+output DASHBOARD_URL string = '${functionApp.outputs.uri}/api/dashboard'
 output BLOB_TRIGGER_FUNCTION_NAME string = blobTriggerFunctionName
 output DROP_CONTAINER_NAME string = dropContainerName
 output RUNS_CONTAINER_NAME string = runsContainerName

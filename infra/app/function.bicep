@@ -20,6 +20,10 @@ param appSettings object
 @description('NOTIFY_WEBHOOK_URL: a secret, so kept out of the appSettings object and set only when given.')
 param notifyWebhookUrl string = ''
 
+@secure()
+@description('NOTIFY_WEBHOOK_SECRET: the Standard Webhooks signing secret, set only when given.')
+param notifyWebhookSecret string = ''
+
 param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 40
 
@@ -51,7 +55,10 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   AZURE_CLIENT_ID: identityClientId
 }
-var notifySettings = empty(notifyWebhookUrl) ? {} : { NOTIFY_WEBHOOK_URL: notifyWebhookUrl }
+var notifySettings = union(
+  empty(notifyWebhookUrl) ? {} : { NOTIFY_WEBHOOK_URL: notifyWebhookUrl },
+  empty(notifyWebhookSecret) ? {} : { NOTIFY_WEBHOOK_SECRET: notifyWebhookSecret }
+)
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: name
