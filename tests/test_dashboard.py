@@ -1,0 +1,62 @@
+"""shared.dashboard without a browser: escaping, paging, filters, the timeline (the browser tests do the rest)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shared.dashboard import PAGE_SIZE, RunsQuery, run_page, runs_page, timeline
+from shared.runs import RunRecord, RunSource, RunSpec, RunState
+
+
+def _record(n: int, *, profile: str | None = None) -> RunRecord:
+    record = RunRecord.new(f"run-{n:012d}", RunSource(container="training-data", blob_name=f"f{n}.jsonl", etag="e"))
+    record.created_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)
+    record.spec = RunSpec(model="gpt-4o-mini-2024-07-18", profile=profile)
+    return record
+
+
+def test_a_hostile_error_message_is_text_not_markup() -> None:
+    record = _record(1)
+    record.fail("BadRequest", '<script>alert("x")</script> & <img src=x onerror=alert(1)>')
+    html = run_page(record, code='k"><script>')
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt;" in html
+    assert 'code=k%22%3E%3Cscript%3E' in html  # the key is URL-encoded in every link
+
+
+def test_runs_are_newest_first_and_paged() -> None:
+    records = [_record(n) for n in range(PAGE_SIZE + 5)]
+    first = runs_page(records, RunsQuery(page=1), code="key")
+    second = runs_page(records, RunsQuery(page=2), code="key")
+    assert first.count('<tr data-run="') == PAGE_SIZE and second.count('<tr data-run="') == 5
+    assert first.index("run-000000000029") < first.index("run-000000000028")  # newest first
+    assert "run-000000000000" in second and "run-000000000000" not in first
+    assert 'href="/api/dashboard?page=2&amp;code=key" rel="next"' in first
+    assert 'rel="prev"' in second and 'rel="next"' not in second
+    assert "page 2 of 2" in second
+    assert 'data-refresh="5"' in first  # runs still received: the page refreshes itself
+
+
+def test_filters_by_state_and_profile() -> None:
+    a, b, c = _record(1, profile="support"), _record(2, profile="legal"), _record(3, profile="support")
+    c.fail("x", "y")
+    html = runs_page([a, b, c], RunsQuery(state="received", profile="support"))
+    assert html.count('<tr data-run="') == 1 and 'data-run="run-000000000001"' in html
+    assert '<option value="legal">legal</option>' in html and '<option value="support" selected>' in html
+    assert "No run matches these filters." in runs_page([a], RunsQuery(state="deployed"))
+
+
+def test_the_timeline_has_durations_and_the_ongoing_step() -> None:
+    record = _record(1)
+    start = record.created_at
+    record.history[0].at = start
+    record.transition(RunState.VALIDATING, at=start + timedelta(seconds=3))
+    record.transition(RunState.IMPORTING, at=start + timedelta(seconds=65))
+    entries = timeline(record, now=start + timedelta(seconds=4000))
+    assert [(e.state, e.lasted, e.ongoing) for e in entries] == [
+        ("received", "3s", False),
+        ("validating", "1m 02s", False),
+        ("importing", "1h 05m", True),
+    ]
+    record.fail("quota", "no room")
+    assert timeline(record, now=start + timedelta(days=3))[-1].lasted is None  # terminal: nothing is ongoing
