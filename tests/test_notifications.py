@@ -247,3 +247,56 @@ def test_an_unreachable_queue_never_fails_the_state_change(
     record = _advance(services, record.id, RunState.VALIDATING)
     assert services.store.get(record.id).state == RunState.VALIDATING
     assert "could not queue the state-change event" in caplog.text
+
+
+@dataclass
+class TopicStub:
+    """An HTTP endpoint standing in for an Event Grid custom topic: records what the SDK publishes."""
+
+    status: int = 200
+    posts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def topic() -> Iterator[tuple[TopicStub, str]]:
+    stub = TopicStub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            stub.posts.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                               "body": body})
+            self.send_response(stub.status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield stub, f"http://127.0.0.1:{server.server_address[1]}/api/events"
+    server.shutdown()
+
+
+def test_event_grid_gets_the_same_cloudevent_through_the_outbox(
+    make_services: Any, topic: tuple[TopicStub, str]
+) -> None:
+    stub, endpoint = topic
+    services = make_services(EVENT_GRID_TOPIC_ENDPOINT=endpoint, EVENT_GRID_TOPIC_KEY="topic-key",
+                             WEBHOOK_RETRY_BASE_SECONDS="1")
+    record = _new_run(services)
+    _advance(services, record.id, RunState.VALIDATING)
+    stub.status = 400  # refused once (400 is not retried by the SDK): back on the outbox, then delivered
+    _drain(services, until=lambda: len(stub.posts) >= 1)
+    stub.status = 200
+    _drain(services, until=lambda: len(stub.posts) == 2)
+    first, second = stub.posts
+    assert first["body"] == second["body"]
+    post = second
+    assert post["path"].startswith("/api/events") and post["headers"]["aeg-sas-key"] == "topic-key"
+    assert post["headers"]["content-type"].startswith("application/cloudevents-batch+json")
+    (published,) = json.loads(post["body"])
+    assert published["id"] == f"{record.id}:2:validating" and published["type"] == EVENT_TYPE
+    assert published["subject"] == record.id and published["data"]["state"] == "validating"
+    assert published["previousstate"] == "received" and published["specversion"] == "1.0"
