@@ -63,5 +63,7 @@ class Runtime:
             )
             return Outcome(ok=False, error=exc, duration_ms=ms)
         ms = (time.perf_counter() - started) * 1000
-        log.info("invocation %s (%s) ok in %.0f ms", spec.name, detail, ms)
+        # A schedule firing every few seconds would fill the log: its successful runs are DEBUG (failures stay ERROR).
+        level = logging.DEBUG if detail.startswith("timer scheduled") else logging.INFO
+        log.log(level, "invocation %s (%s) ok in %.0f ms", spec.name, detail, ms)
         return Outcome(ok=True, result=result, duration_ms=ms)

@@ -173,7 +173,8 @@ class Stack:
     def start_devhost(self, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start (another) devhost process on this stack; several may run at once (scale-out)."""
         http_port = free_port()
-        index = len(list(self.workdir.glob("devhost*.log")))
+        # devhost.log for the first, devhost2.log, devhost3.log ... for more (whatever an earlier stack left).
+        index = 0 if self.devhost is None else len(self._extra_devhosts) + 2
         log = self.workdir / f"devhost{index or ''}.log"
         proc = subprocess.Popen(
             [

@@ -6,13 +6,22 @@ import signal
 
 from devstack import Stack
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stopping() -> None:
+    """Once stopping, further Ctrl+C / SIGTERM (make forwards one more) must not cut the clean-up short."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
     with Stack() as stack:
         assert stack.azurite is not None
         print(
@@ -24,6 +33,8 @@ local stack is up (Ctrl+C stops everything):
   dashboard          {stack.dashboard_url}
   logs               .stack/azurite, .stack/emulator.log, .stack/devhost.log
   settings           .stack/local.settings.json (the CLI below reads it by default)
+  note               storage starts empty at every start: the emulator keeps its files and jobs in memory,
+                     so runs from an earlier stack could not go on
 
 drop a file:         .venv/bin/python -m shared.cli drop demo/data/support-train.jsonl
 watch runs:          .venv/bin/python -m shared.cli runs
@@ -37,6 +48,9 @@ over HTTP:           curl -H 'x-functions-key: {stack.function_key}' {stack.http
                 signal.pause()
         except KeyboardInterrupt:
             pass
+        finally:
+            _stopping()
+            print("stopping the local stack ...", flush=True)
     print("local stack stopped", flush=True)
 
 
