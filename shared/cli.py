@@ -265,7 +265,7 @@ def _grouped(issues: Sequence[object], counts: dict[str, int], first_lines: int 
         prefix = "validation " if file == "validation" else ""
         first = group[0]
         total = max(counts.get(code, len(group)), len(group))
-        if total == 1 or len(group) == 1 and first.line is None:
+        if len(group) == 1:  # (an issue may already sum up many lines in its own message)
             where = f"line {first.line}" if first.line is not None else "file"
             out.append(f"  {prefix}{where}: [{code}] {first.message}")
             continue
