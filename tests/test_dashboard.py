@@ -60,3 +60,14 @@ def test_the_timeline_has_durations_and_the_ongoing_step() -> None:
     ]
     record.fail("quota", "no room")
     assert timeline(record, now=start + timedelta(days=3))[-1].lasted is None  # terminal: nothing is ongoing
+
+
+def test_a_training_run_shows_its_latest_step() -> None:
+    record = _record(1)
+    for state in (RunState.VALIDATING, RunState.IMPORTING, RunState.TRAINING):
+        record.transition(state)
+    record.job.id, record.job.status = "ftjob-1", "running"
+    record.job.latest_metrics = {"step": 92, "train_loss": 0.47621, "train_mean_token_accuracy": 0.8}
+    html = run_page(record)
+    assert '<dd id="latest-step">step 92: training loss 0.4762</dd>' in html
+    assert 'data-refresh="5"' in html
