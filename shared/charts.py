@@ -22,15 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
-
 from shared.metrics import ResultsTable
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from shared.runs import RunRecord
 
 WIDTH_PX = 1200
@@ -167,6 +164,11 @@ def _figure(
     marks: ChartMarks,
     limits: Sequence[tuple[str, float]],
 ) -> Figure:
+    # imported here, not with the module: matplotlib is most of a cold start, and only charts need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -285,6 +287,8 @@ def _smooth(series: Series) -> list[tuple[int, float]]:
     high); a straight line fitted to the window around each point has neither problem, and at the ends the
     window is one-sided but full width, so the curve reaches the last step without repeating its noise.
     """
+    import numpy as np
+
     steps = np.array([s for s, _ in series], dtype=float)
     values = np.array([v for _, v in series], dtype=float)
     n = len(values)

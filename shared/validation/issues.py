@@ -31,6 +31,16 @@ class IssueLog:
         if len(kept) < cap:
             kept.append(Issue(line=line, code=code.value, message=message, file=file))
 
+    def add_count(self, code: Code, count: int) -> None:
+        """Count `count` more issues of `code` without listing them (past what a report can list)."""
+        if count <= 0:
+            return
+        self.counts[code.value] += count
+        if CODES[code].severity == "error":
+            self.error_count += count
+        else:
+            self.warning_count += count
+
     def listed(self, severity: str) -> list[Issue]:
         """The issues to list: the first of each code, then the rest in file and line order, up to the cap."""
         cap = self.max_errors if severity == "error" else self.max_warnings

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .report import DataFormat
 
+DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 CHAT_FORMATS: frozenset[DataFormat] = frozenset({"chat", "preference"})
 COMPLETION_FORMATS: frozenset[DataFormat] = frozenset({"completion"})
 

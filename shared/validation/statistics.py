@@ -1,10 +1,17 @@
-"""Distributions of per-example figures, and the default-epochs rule for the cost estimate."""
+"""Distributions of per-example figures, and the default-epochs rule for the cost estimate.
+
+Per-example figures are integers, so a distribution is kept as a histogram (`Histogram`): memory grows with
+the number of distinct values, not with the number of examples, and the summary is exactly what numpy gives
+on the full array (`np.percentile`'s default linear method, reproduced step for step in `_percentile`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .report import Distribution, Estimate
 
@@ -30,6 +37,82 @@ def distribution(values: Any) -> Distribution | None:
         p90=float(p90),
         max=float(arr.max()),
     )
+
+
+class Histogram:
+    """Counts of non-negative integer values: a dense array below `DENSE` and a dict above (rare values)."""
+
+    DENSE = 1 << 16
+
+    def __init__(self) -> None:
+        self._dense = np.zeros(0, dtype=np.int64)
+        self._sparse: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, values: npt.NDArray[Any]) -> None:
+        """Count every value of an integer array (negative values are not expected and raise)."""
+        if not values.size:
+            return
+        self.count += int(values.size)
+        high = values >= self.DENSE
+        if high.any():
+            for v in values[high].tolist():
+                self._sparse[v] = self._sparse.get(v, 0) + 1
+            values = values[~high]
+        counts = np.bincount(values)
+        if counts.size > self._dense.size:
+            grown = np.zeros(counts.size, dtype=np.int64)
+            grown[: self._dense.size] = self._dense
+            self._dense = grown
+        self._dense[: counts.size] += counts
+
+    def values_and_counts(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The distinct values in increasing order, and how often each occurs."""
+        present = np.flatnonzero(self._dense).astype(np.int64)
+        high = sorted(self._sparse)
+        values = np.concatenate((present, np.asarray(high, dtype=np.int64)))
+        counts = np.concatenate((self._dense[present], np.asarray([self._sparse[v] for v in high], dtype=np.int64)))
+        return values, counts
+
+    def distribution(self) -> Distribution | None:
+        """What `distribution` gives on the array of every value counted, computed from the counts alone."""
+        if not self.count:
+            return None
+        values, counts = self.values_and_counts()
+        cumulative = np.cumsum(counts)
+        n = int(cumulative[-1])
+
+        def at(rank: int) -> float:  # the value at 0-based position `rank` of the sorted array
+            return float(values[int(np.searchsorted(cumulative, rank, side="right"))])
+
+        p10, median, p90 = (_percentile(at, n, q) for q in (10, 50, 90))
+        total = float(int(np.dot(values, counts)))  # exact below 2**53, as numpy's float64 sum of the array
+        return Distribution(
+            min=float(values[0]),
+            mean=round(total / n, 3),
+            median=median,
+            p10=p10,
+            p90=p90,
+            max=float(values[-1]),
+        )
+
+
+def _percentile(at: Callable[[int], float], n: int, q: float) -> float:
+    """numpy's linear percentile of a sorted array of `n` values, read through `at(rank)`.
+
+    The same float64 steps as `numpy.percentile` (quantile q / 100, virtual index (n - 1) * quantile, gamma
+    its fractional part, then `_lerp`), so results are bit-for-bit numpy's.
+    """
+    virtual = np.float64(n - 1) * (np.float64(q) / np.float64(100))
+    if virtual >= n - 1:
+        return at(n - 1)
+    previous = np.floor(virtual)
+    gamma = virtual - previous
+    a = np.float64(at(int(previous)))
+    b = np.float64(at(int(previous) + 1))
+    diff = b - a
+    result = b - diff * (np.float64(1) - gamma) if gamma >= 0.5 else a + diff * gamma
+    return float(result)
 
 
 def default_epochs(n_examples: int) -> int:

@@ -33,6 +33,8 @@ import numpy.typing as npt
 import tiktoken
 from tiktoken.load import read_file_cached
 
+from .statistics import Histogram
+
 TOKENS_PER_EXAMPLE = 3
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -40,7 +42,6 @@ TOKENS_PER_IMAGE = 85
 
 _SEPARATOR = "<|endoftext|>"
 _I64 = npt.NDArray[np.int64]
-_U32 = npt.NDArray[np.uint32]
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,63 @@ class Tokenizer:
         return np.fromiter((self.count(t) for t in texts), dtype=np.int64, count=len(texts))
 
 
+class TokenCache:
+    """Token counts of long strings seen more than once: the same string, the same count.
+
+    The count of a string depends on the string alone (see `Tokenizer.count_many`), so a count is reused
+    only for an identical string. A string is kept from its second sighting (its hash is remembered at the
+    first, in a set of at most `MAX_SEEN` that starts over when full), so a file whose strings are all
+    different keeps nothing. At most `MAX_ENTRIES` strings and `MAX_CHARS` characters are kept, the oldest
+    leaving first. Used from the parsing thread only.
+    """
+
+    MIN_CHARS = 256
+    MAX_ENTRIES = 1024
+    MAX_CHARS = 1 << 20
+    MAX_SEEN = 1 << 16
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._seen: set[int] = set()
+        self.chars = 0
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def get(self, text: str) -> int | None:
+        n = self._counts.get(text)
+        if n is not None:
+            self.hits += 1
+        return n
+
+    def wanted(self, text: str) -> bool:
+        """Whether to keep `text`'s count once known: it has been seen before (and is not kept yet)."""
+        h = hash(text)
+        if h in self._seen:
+            return True
+        if len(self._seen) >= self.MAX_SEEN:
+            self._seen.clear()
+        self._seen.add(h)
+        return False
+
+    def put(self, text: str, count: int) -> None:
+        if text in self._counts or len(text) > self.MAX_CHARS:
+            return
+        counts = self._counts
+        while counts and (len(counts) >= self.MAX_ENTRIES or self.chars + len(text) > self.MAX_CHARS):
+            oldest = next(iter(counts))
+            del counts[oldest]
+            self.chars -= len(oldest)
+        counts[text] = count
+        self.chars += len(text)
+
+
 @dataclass
 class TokenBatch:
     """Examples waiting to be counted. Example i owns texts[ends[i - 1]:ends[i]] (from 0 for the first),
-    its assistant texts from mids[i] on; `fixed[i]` is its overhead (per-message constants, roles, images)."""
+    its assistant texts from mids[i] on; `fixed[i]` is its overhead (per-message constants, roles, images,
+    cached counts). `to_cache` holds the positions in `texts` whose counts go into the cache."""
 
     lines: list[int] = field(default_factory=list)
     messages: list[int] = field(default_factory=list)
@@ -149,6 +203,7 @@ class TokenBatch:
     mids: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    to_cache: list[int] = field(default_factory=list)
     chars: int = 0
 
     def add(
@@ -167,12 +222,13 @@ class TokenBatch:
 
 @dataclass
 class CountedBatch:
-    """Per-example figures, as uint32 (16 bytes an example: 2 million examples hold in 32 MB)."""
+    """Per-example figures of one batch (int64 arrays), and the counts of the texts to cache."""
 
-    lines: _U32
-    messages: _U32
-    tokens: _U32
-    assistant_tokens: _U32
+    lines: _I64
+    messages: _I64
+    tokens: _I64
+    assistant_tokens: _I64
+    cached: list[tuple[str, int]]
 
 
 def count_batch(tokenizer: Tokenizer, batch: TokenBatch) -> CountedBatch:
@@ -182,40 +238,107 @@ def count_batch(tokenizer: Tokenizer, batch: TokenBatch) -> CountedBatch:
     mids = np.asarray(batch.mids, dtype=np.int64)
     ends = np.asarray(batch.ends, dtype=np.int64)
     starts = np.concatenate((np.zeros(1, dtype=np.int64), ends[:-1]))
-    tokens = np.asarray(batch.fixed, dtype=np.int64) + cumulative[ends] - cumulative[starts]
+    texts = batch.texts
     return CountedBatch(
-        lines=np.asarray(batch.lines, dtype=np.uint32),
-        messages=np.asarray(batch.messages, dtype=np.uint32),
-        tokens=np.minimum(tokens, 2**32 - 1).astype(np.uint32),
-        assistant_tokens=np.minimum(cumulative[ends] - cumulative[mids], 2**32 - 1).astype(np.uint32),
+        lines=np.asarray(batch.lines, dtype=np.int64),
+        messages=np.asarray(batch.messages, dtype=np.int64),
+        tokens=np.asarray(batch.fixed, dtype=np.int64) + cumulative[ends] - cumulative[starts],
+        assistant_tokens=cumulative[ends] - cumulative[mids],
+        cached=[(texts[i], int(counts[i])) for i in batch.to_cache],
     )
+
+
+@dataclass
+class TokenFigures:
+    """What the report needs of every counted example, in memory that does not grow with their number:
+    histograms for the distributions, sums, and the first `keep_over_limit` examples over the limit."""
+
+    limit: int
+    keep_over_limit: int
+    examples: int = 0
+    total: int = 0
+    billed: int = 0
+    over_limit: int = 0
+    over_limit_first: list[tuple[int, int]] = field(default_factory=list)  # (line, tokens)
+    messages: Histogram = field(default_factory=Histogram)
+    tokens: Histogram = field(default_factory=Histogram)
+    assistant_tokens: Histogram = field(default_factory=Histogram)
+
+    def add(self, part: CountedBatch) -> None:
+        tokens = part.tokens
+        self.examples += int(tokens.size)
+        self.total += int(tokens.sum())
+        self.billed += int(np.minimum(tokens, self.limit).sum())
+        over = np.flatnonzero(tokens > self.limit)
+        if over.size:
+            self.over_limit += int(over.size)
+            room = self.keep_over_limit - len(self.over_limit_first)
+            if room > 0:
+                shown = over[:room]
+                self.over_limit_first += zip(part.lines[shown].tolist(), tokens[shown].tolist(), strict=True)
+        self.messages.add(part.messages)
+        self.tokens.add(tokens)
+        self.assistant_tokens.add(part.assistant_tokens)
 
 
 class TokenPipeline:
     """Batches examples; worker threads count each batch (joining, one tiktoken call with the GIL released,
     per-example sums) while the calling thread goes on parsing.
 
-    A bounded number of batches is in flight; results are folded in submission order (line order kept).
+    A bounded number of batches is in flight; results are folded in submission order (line order kept)
+    into `TokenFigures`. Long non-assistant texts seen before are counted once (`TokenCache`).
     """
 
     BATCH_CHARS = 512 * 1024
 
-    def __init__(self, tokenizer: Tokenizer, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        threads: int | None = None,
+        *,
+        limit: int,
+        keep_over_limit: int,
+        cache: TokenCache | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         workers = threads or min(os.cpu_count() or 2, 4)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokens")
         self._max_in_flight = workers + 1
         self._in_flight: deque[Future[CountedBatch]] = deque()
         self._batch = TokenBatch()
-        self._store = _Columns()
+        self._cache = cache
+        self.figures = TokenFigures(limit=limit, keep_over_limit=keep_over_limit)
 
     def add(
         self, line: int, messages: int, fixed: int, texts: list[str], assistant_texts: list[str], size: int
     ) -> None:
         """Queue one example; `size` (its line's length) paces the batches."""
+        cache = self._cache
+        if cache is not None:
+            minimum = cache.MIN_CHARS
+            for t in texts:
+                if len(t) >= minimum:
+                    fixed, texts = self._use_cache(cache, fixed, texts)
+                    break
         self._batch.add(line, messages, fixed, texts, assistant_texts, size)
         if self._batch.chars >= self.BATCH_CHARS:
             self._submit()
+
+    def _use_cache(self, cache: TokenCache, fixed: int, texts: list[str]) -> tuple[int, list[str]]:
+        """Cached counts go into `fixed`; the other texts stay, those seen before marked for the cache."""
+        minimum = cache.MIN_CHARS
+        rest: list[str] = []
+        base = len(self._batch.texts)
+        for t in texts:
+            if len(t) >= minimum:
+                n = cache.get(t)
+                if n is not None:
+                    fixed += n
+                    continue
+                if cache.wanted(t):
+                    self._batch.to_cache.append(base + len(rest))
+            rest.append(t)
+        return fixed, rest
 
     def _submit(self) -> None:
         batch = self._batch
@@ -227,42 +350,19 @@ class TokenPipeline:
             self._fold()
 
     def _fold(self) -> None:
-        self._store.append(self._in_flight.popleft().result())
+        part = self._in_flight.popleft().result()
+        self.figures.add(part)
+        if self._cache is not None:
+            for text, n in part.cached:
+                self._cache.put(text, n)
 
-    def finish(self) -> CountedBatch:
-        """Wait for every batch; all examples' counts, in line order."""
+    def finish(self) -> TokenFigures:
+        """Wait for every batch; the figures of all examples."""
         self._submit()
         while self._in_flight:
             self._fold()
         self.close()
-        return self._store.view()
+        return self.figures
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Columns:
-    """Per-example figures in a few large arrays that double when full.
-
-    Large blocks come from the system allocator and go back to it whole; keeping per-batch array objects
-    instead would pin Python's small-object arenas, full of freed JSON, for the whole run.
-    """
-
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        self._data = np.zeros((4, capacity), dtype=np.uint32)
-        self.size = 0
-
-    def append(self, part: CountedBatch) -> None:
-        n = len(part.lines)
-        if self.size + n > self._data.shape[1]:
-            grown = np.zeros((4, max(2 * self._data.shape[1], self.size + n)), dtype=np.uint32)
-            grown[:, : self.size] = self._data[:, : self.size]
-            self._data = grown
-        end = self.size + n
-        for row, values in enumerate((part.lines, part.messages, part.tokens, part.assistant_tokens)):
-            self._data[row, self.size : end] = values
-        self.size = end
-
-    def view(self) -> CountedBatch:
-        d = self._data[:, : self.size]
-        return CountedBatch(lines=d[0], messages=d[1], tokens=d[2], assistant_tokens=d[3])

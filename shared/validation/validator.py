@@ -1,32 +1,32 @@
 """`validate`: one streaming pass over a training file (and an optional validation file) to a report.
 
 The parsing thread decodes, parses and checks each line while tokenizer threads count the previous
-batches (see tokens.py). Per example only fixed-size figures are kept (a 64-bit hash for duplicates,
-counts for the distributions), so memory stays flat whatever the file size.
+batches (see tokens.py). Nothing is kept per example: token figures go into histograms and sums
+(`TokenFigures`), line hashes into a bounded duplicate finder (duplicates.py), so memory stays flat
+whatever the file size and the number of examples.
 """
 
 from __future__ import annotations
 
 import json
-from array import array
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
-
 from .codes import CODES, Code
+from .duplicates import DuplicateFinder
 from .formats import CHECKERS, detect_format
 from .issues import IssueLog
-from .model_limits import ModelProfile, profile_for
+from .model_limits import DEFAULT_MODEL, ModelProfile, profile_for
 from .options import ValidationOptions
 from .plain_chat import plain_chat_line, role_overheads
 from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines
 from .report import DataFormat, FileSummary, LineEndings, TokenStats, ValidationReport, Which
 from .sensitive import Finding, SensitiveScanner
-from .statistics import distribution, estimate
-from .tokens import CountedBatch, Tokenizer, TokenPipeline
+from .statistics import estimate
+from .tokens import TokenCache, TokenFigures, Tokenizer, TokenPipeline
 
-DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+__all__ = ["DEFAULT_MODEL", "validate"]
+
 _AGGREGATE_LINES = 10
 
 
@@ -60,13 +60,12 @@ class _Aggregate:
 
 @dataclass
 class _Scan:
+    duplicates: DuplicateFinder
     facts: StreamFacts = field(default_factory=StreamFacts)
     format: DataFormat | None = None
     examples: int = 0
     images: int = 0
-    counted: CountedBatch | None = None
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
-    hash_lines: array[int] = field(default_factory=lambda: array("I"))
+    figures: TokenFigures | None = None
     no_system: _Aggregate = field(default_factory=_Aggregate)
     no_user: _Aggregate = field(default_factory=_Aggregate)
     ends_without_assistant: _Aggregate = field(default_factory=_Aggregate)
@@ -95,16 +94,20 @@ def _scan_file(
     *,
     profile: ModelProfile,
     tokenizer: Tokenizer,
+    limit: int,
+    cache: TokenCache,
     options: ValidationOptions,
     log: IssueLog,
+    reference: DuplicateFinder | None = None,
 ) -> _Scan:
-    result = _Scan()
+    result = _Scan(DuplicateFinder(options.max_listed_warnings, reference=reference))
     facts = result.facts
-    pipeline = TokenPipeline(tokenizer, options.threads)
+    pipeline = TokenPipeline(
+        tokenizer, options.threads, limit=limit, keep_over_limit=options.max_listed_warnings, cache=cache
+    )
     role_tokens = tokenizer.role_tokens
     overheads = role_overheads(role_tokens)
-    hashes_append = result.hashes.append
-    lines_append = result.hash_lines.append
+    remember = result.duplicates.add
     scanner = SensitiveScanner(secrets=options.check_secrets, pii=options.check_pii)
     scanning = options.check_secrets or options.check_pii
     blank_from: int | None = None
@@ -163,8 +166,7 @@ def _scan_file(
                         result.ends_without_assistant.add(lineno)
                     if scanning and (found := scanner.add(lineno, data)):
                         _log_findings(found, which, log)
-                    hashes_append(_line_hash(data))
-                    lines_append(lineno)
+                    remember(_line_hash(data), lineno)
                     pipeline.add(lineno, plain.messages, plain.fixed, plain.texts, plain.assistant_texts, len(data))
                     continue
             try:
@@ -237,13 +239,13 @@ def _scan_file(
                         result.ends_without_assistant.add(lineno)
             if scanning:
                 _log_findings(scanner.add(lineno, data), which, log)
-            hashes_append(_line_hash(data))
-            lines_append(lineno)
+            remember(_line_hash(data), lineno)
             if not failed:
                 result.images += ex.images
                 pipeline.add(lineno, ex.messages, ex.fixed, ex.texts, ex.assistant_texts, len(data))
         _log_findings(scanner.flush(), which, log)
-        result.counted = pipeline.finish()
+        result.duplicates.finish()
+        result.figures = pipeline.finish()
     finally:
         pipeline.close()
     _file_level(result, which, options, log)
@@ -313,72 +315,58 @@ def _file_level(result: _Scan, which: Which, options: ValidationOptions, log: Is
             log.add(code, agg.lines[0], f"{agg.count} example(s) have {text} (lines {shown})", which, count=agg.count)
 
 
-def _duplicates(result: _Scan, which: Which, log: IssueLog) -> None:
-    if len(result.hashes) < 2:
-        return
-    hashes = np.frombuffer(result.hashes, dtype=np.uint64)
-    lines = np.frombuffer(result.hash_lines, dtype=np.uint32)
-    order = np.argsort(hashes, kind="stable")
-    sorted_hashes = hashes[order]
-    same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1]) + 1
-    if same.size == 0:
-        return
-    # first line of each run of equal hashes
-    run_start = np.maximum.accumulate(
-        np.where(np.concatenate(([True], sorted_hashes[1:] != sorted_hashes[:-1])), np.arange(len(order)), 0)
+def _sampling_note(finder: DuplicateFinder) -> str:
+    if finder.sampled_fraction >= 1.0:
+        return ""
+    return (
+        f" (over {finder.capacity:,} distinct lines: duplicates looked for in a {finder.sampled_fraction:.3g} "
+        "sample of them, chosen by content)"
     )
-    for pos in same.tolist():
-        line = int(lines[order[pos]])
-        first = int(lines[order[run_start[pos]]])
-        log.add(Code.DUPLICATE_EXAMPLE, line, f"duplicate of line {first}", which)
 
 
-def _overlap(train: _Scan, valid: _Scan, log: IssueLog) -> None:
-    if not len(train.hashes) or not len(valid.hashes):
-        return
-    t = np.frombuffer(train.hashes, dtype=np.uint64)
-    v = np.frombuffer(valid.hashes, dtype=np.uint64)
-    t_lines = np.frombuffer(train.hash_lines, dtype=np.uint32)
-    v_lines = np.frombuffer(valid.hash_lines, dtype=np.uint32)
-    order = np.argsort(t, kind="stable")
-    t_sorted = t[order]
-    pos = np.searchsorted(t_sorted, v)
-    pos_clipped = np.minimum(pos, len(t_sorted) - 1)
-    hit = t_sorted[pos_clipped] == v
-    for i in np.flatnonzero(hit).tolist():
-        train_line = int(t_lines[order[pos_clipped[i]]])
+def _duplicates(result: _Scan, which: Which, log: IssueLog) -> None:
+    finder = result.duplicates
+    note = _sampling_note(finder)
+    for line, first in finder.first:
+        log.add(Code.DUPLICATE_EXAMPLE, line, f"duplicate of line {first}{note}", which)
+    log.add_count(Code.DUPLICATE_EXAMPLE, finder.found - len(finder.first))
+
+
+def _overlap(valid: _Scan, log: IssueLog) -> None:
+    finder = valid.duplicates
+    note = _sampling_note(finder)
+    for line, train_line in finder.first_overlaps:
         log.add(
             Code.TRAIN_VALIDATION_OVERLAP,
-            int(v_lines[i]),
-            f"also in the training file (line {train_line}): validation examples should be unseen",
+            line,
+            f"also in the training file (line {train_line}): validation examples should be unseen{note}",
             "validation",
         )
+    log.add_count(Code.TRAIN_VALIDATION_OVERLAP, finder.overlaps - len(finder.first_overlaps))
 
 
 def _token_stats(result: _Scan, which: Which, tokenizer: Tokenizer, limit: int, log: IssueLog) -> TokenStats | None:
-    counted = result.counted
-    if counted is None or result.format is None:
+    figures = result.figures
+    if figures is None or result.format is None:
         return None
-    tokens = counted.tokens.astype(np.int64)
-    over = np.flatnonzero(tokens > limit)
-    for i in over.tolist():
-        n = int(tokens[i])
+    for line, n in figures.over_limit_first:
         log.add(
             Code.TOKENS_OVER_LIMIT,
-            int(counted.lines[i]),
+            line,
             f"{n:,} tokens, over the {limit:,}-token limit per example: the last {n - limit:,} will be truncated",
             which,
         )
+    log.add_count(Code.TOKENS_OVER_LIMIT, figures.over_limit - len(figures.over_limit_first))
     return TokenStats(
         tokenizer=tokenizer.name,
         tokens_per_example_limit=limit,
-        total=int(tokens.sum()),
-        billed_per_epoch=int(np.minimum(tokens, limit).sum()),
-        examples_over_limit=int(over.size),
+        total=figures.total,
+        billed_per_epoch=figures.billed,
+        examples_over_limit=figures.over_limit,
         image_parts=result.images,
-        messages_per_example=distribution(counted.messages),
-        tokens_per_example=distribution(tokens),
-        assistant_tokens_per_example=distribution(counted.assistant_tokens),
+        messages_per_example=figures.messages.distribution(),
+        tokens_per_example=figures.tokens.distribution(),
+        assistant_tokens_per_example=figures.assistant_tokens.distribution(),
     )
 
 
@@ -412,15 +400,24 @@ def validate(
             None,
             f"model {model!r} is not in the limits table: assumed o200k_base and {limit:,} tokens per example",
         )
-    kwargs: dict[str, Any] = {"profile": profile, "tokenizer": tokenizer, "options": options, "log": log}
+    kwargs: dict[str, Any] = {
+        "profile": profile,
+        "tokenizer": tokenizer,
+        "limit": limit,
+        "cache": TokenCache(),
+        "options": options,
+        "log": log,
+    }
     train = _scan_file(training, "training", **kwargs)
-    valid = _scan_file(validation, "validation", **kwargs) if validation is not None else None
+    valid = None
+    if validation is not None:
+        valid = _scan_file(validation, "validation", reference=train.duplicates, **kwargs)
     _duplicates(train, "training", log)
     train_tokens = _token_stats(train, "training", tokenizer, limit, log)
     summary = None
     if valid is not None:
         _duplicates(valid, "validation", log)
-        _overlap(train, valid, log)
+        _overlap(valid, log)
         if valid.format and train.format and valid.format != train.format:
             log.add(
                 Code.FORMAT_MISMATCH,

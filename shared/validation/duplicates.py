@@ -1,0 +1,119 @@
+"""Duplicate lines, and validation lines found in the training file, in memory with a fixed bound.
+
+Each line is known by a 64-bit hash of its bytes (stripped). Hashes wait in a small buffer; every
+`PENDING` lines the buffer is sorted and looked up (numpy, in bulk) in a sorted array of the distinct
+hashes seen so far, each with the first line it came from, and the new ones are merged in. A line whose
+hash is already there is a duplicate of that first line.
+
+Memory is bounded whatever the number of lines: the sorted array holds at most `CAPACITY` hashes (12 bytes
+each: 12 MB, twice that for a moment while merging). A file with more distinct lines than that switches to
+a sample chosen by hash value: only hashes below a threshold are kept, and the threshold halves each time
+the array fills again. A line is in the sample or not by its content alone, so every copy of a sampled line
+is seen and its duplicates are reported exactly, with the right first line; copies of unsampled lines are
+not looked for. `sampled_fraction` says which fraction was looked at (1.0: every line; the report says so
+when it is less). Reported duplicates are real up to a collision of 64-bit hashes (probability below
+n^2 / 2^65: under 1e-7 for a million distinct lines).
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import numpy as np
+import numpy.typing as npt
+
+_U64 = npt.NDArray[np.uint64]
+_U32 = npt.NDArray[np.uint32]
+_ALL = 1 << 64
+
+
+class DuplicateFinder:
+    """Feed (hash, line) in line order with `add`; `finish` once. Then `found` duplicates were seen, the
+    first `keep` of them in `first` as (line, first line); with a `reference` (the training file's finder),
+    lines whose hash is in the reference are also counted in `overlaps` / `first_overlaps`."""
+
+    CAPACITY = 1 << 20
+    PENDING = 1 << 16
+
+    def __init__(self, keep: int, *, reference: DuplicateFinder | None = None, capacity: int | None = None) -> None:
+        self.keep = keep
+        self.capacity = capacity or self.CAPACITY
+        self.reference = reference
+        self.threshold: int = _ALL if reference is None else reference.threshold
+        if reference is not None:  # one budget for both files
+            self.capacity = max(self.PENDING, self.capacity - len(reference.keys))
+        self.keys: _U64 = np.zeros(0, dtype=np.uint64)
+        self.lines: _U32 = np.zeros(0, dtype=np.uint32)
+        self._pending_keys = array("Q")
+        self._pending_lines = array("I")
+        self.found = 0
+        self.first: list[tuple[int, int]] = []
+        self.overlaps = 0
+        self.first_overlaps: list[tuple[int, int]] = []
+
+    @property
+    def sampled_fraction(self) -> float:
+        return self.threshold / _ALL
+
+    def add(self, key: int, line: int) -> None:
+        self._pending_keys.append(key)
+        self._pending_lines.append(line)
+        if len(self._pending_keys) >= self.PENDING:
+            self.flush()
+
+    def finish(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._pending_keys:
+            return
+        keys = np.array(self._pending_keys, dtype=np.uint64)
+        lines = np.array(self._pending_lines, dtype=np.uint32)
+        self._pending_keys = array("Q")
+        self._pending_lines = array("I")
+        if self.threshold < _ALL:
+            sampled = keys < np.uint64(self.threshold)
+            keys, lines = keys[sampled], lines[sampled]
+        if not keys.size:
+            return
+        if self.reference is not None:
+            hit, their_lines = self.reference.lookup(keys)
+            self.overlaps += int(hit.sum())
+            _keep_first(self.first_overlaps, self.keep, lines[hit], their_lines[hit])
+        order = np.argsort(keys, kind="stable")  # equal hashes stay in line order
+        keys, lines = keys[order], lines[order]
+        run_start = np.empty(keys.size, dtype=bool)
+        run_start[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=run_start[1:])
+        run = np.cumsum(run_start) - 1
+        run_keys, run_lines = keys[run_start], lines[run_start]
+        known, known_lines = self.lookup(run_keys)
+        first_line = np.where(known, known_lines, run_lines)
+        duplicate = ~run_start | known[run]
+        dup_lines = lines[duplicate]
+        if dup_lines.size:
+            self.found += int(dup_lines.size)
+            order = np.argsort(dup_lines, kind="stable")
+            _keep_first(self.first, self.keep, dup_lines[order], first_line[run][duplicate][order])
+        new = ~known
+        if new.any():
+            at = np.searchsorted(self.keys, run_keys[new])
+            self.keys = np.insert(self.keys, at, run_keys[new])
+            self.lines = np.insert(self.lines, at, run_lines[new])
+        while self.keys.size > self.capacity:
+            self.threshold //= 2
+            kept = self.keys < np.uint64(self.threshold)
+            self.keys, self.lines = self.keys[kept], self.lines[kept]
+
+    def lookup(self, keys: _U64) -> tuple[npt.NDArray[np.bool_], _U32]:
+        """For each hash: whether it is known, and the first line it came from (meaningless where not)."""
+        if not self.keys.size:
+            return np.zeros(keys.size, dtype=bool), np.zeros(keys.size, dtype=np.uint32)
+        at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        return self.keys[at] == keys, self.lines[at]
+
+
+def _keep_first(kept: list[tuple[int, int]], keep: int, lines: _U32, firsts: _U32) -> None:
+    room = keep - len(kept)
+    if room > 0 and lines.size:
+        kept += zip(lines[:room].tolist(), firsts[:room].tolist(), strict=True)
