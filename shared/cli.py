@@ -364,21 +364,33 @@ def _temp_beside(target: Path, temps: list[Path]) -> Iterator[BinaryIO]:
 # ---- entry point ------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+_LOCAL_COMMANDS = frozenset({"validate", "convert"})
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; for `validate` and `convert` (read from `argv`) without the run commands, whose imports
+    (storage SDK, run records) would be most of a local command's start-up time."""
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_validate(sub)
     _add_convert(sub)
-    from shared.runs_cli import add_run_commands  # drop, runs, status (need storage; imported lazily)
+    words = sys.argv[1:] if argv is None else argv
+    if next((w for w in words if not w.startswith("-")), None) not in _LOCAL_COMMANDS:
+        from shared.runs_cli import add_run_commands  # drop, runs, status (need storage; imported lazily)
 
-    add_run_commands(sub)
+        add_run_commands(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from shared.runs_cli import CommandError
+def _run_command_errors() -> tuple[type[Exception], ...]:
+    """`runs_cli.CommandError` once the run commands are loaded (only they raise it); else nothing to catch,
+    so that `validate` and `convert` never import them."""
+    runs_cli = sys.modules.get("shared.runs_cli")
+    return (runs_cli.CommandError,) if runs_cli is not None else ()
 
-    parser = build_parser()
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(argv)
     args = parser.parse_args(argv)  # exits 2 on unusable arguments
     try:
         code: int = args.func(args)
@@ -386,9 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Usage as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except CommandError as exc:
+    except _run_command_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
     except BrokenPipeError:  # `... | head`: the reader left; say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -399,5 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _exit_now(code: int) -> None:
+    """Flush and end the process without tearing down the interpreter: freeing tiktoken's tables alone
+    takes about 0.1 s, as much as a small file's validation. Only for `python -m shared.cli`."""
+    with contextlib.suppress(BrokenPipeError):  # `... | head` that left before the last bytes
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

@@ -40,13 +40,19 @@ def distribution(values: Any) -> Distribution | None:
 
 
 class Histogram:
-    """Counts of non-negative integer values: a dense array below `DENSE` and a dict above (rare values)."""
+    """Counts of non-negative integer values: a dense array below `DENSE` and a dict above (rare values).
+
+    Values wait in a buffer of at most `BUFFER` and are counted in one `np.bincount` when it fills.
+    """
 
     DENSE = 1 << 16
+    BUFFER = 1 << 16
 
     def __init__(self) -> None:
         self._dense = np.zeros(0, dtype=np.int64)
         self._sparse: dict[int, int] = {}
+        self._buffer: list[npt.NDArray[Any]] = []
+        self._buffered = 0
         self.count = 0
 
     def add(self, values: npt.NDArray[Any]) -> None:
@@ -54,6 +60,16 @@ class Histogram:
         if not values.size:
             return
         self.count += int(values.size)
+        self._buffer.append(values)
+        self._buffered += int(values.size)
+        if self._buffered >= self.BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        values = np.concatenate(self._buffer)
+        self._buffer, self._buffered = [], 0
         high = values >= self.DENSE
         if high.any():
             for v in values[high].tolist():
@@ -68,6 +84,7 @@ class Histogram:
 
     def values_and_counts(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """The distinct values in increasing order, and how often each occurs."""
+        self._flush()
         present = np.flatnonzero(self._dense).astype(np.int64)
         high = sorted(self._sparse)
         values = np.concatenate((present, np.asarray(high, dtype=np.int64)))

@@ -143,52 +143,65 @@ class TokenCache:
     """Token counts of long strings seen more than once: the same string, the same count.
 
     The count of a string depends on the string alone (see `Tokenizer.count_many`), so a count is reused
-    only for an identical string. A string is kept from its second sighting (its hash is remembered at the
-    first, in a set of at most `MAX_SEEN` that starts over when full), so a file whose strings are all
-    different keeps nothing. At most `MAX_ENTRIES` strings and `MAX_CHARS` characters are kept, the oldest
-    leaving first. Used from the parsing thread only.
+    only for an identical string: strings are found by length, then compared whole (`==`, a memcmp, which
+    costs less than hashing a new string object on every line). A string is kept from its second sighting:
+    at the first, its length and ends are noted (at most `MAX_SEEN` notes, forgotten all at once when full),
+    so a file whose long strings are all different keeps none. At most `MAX_ENTRIES` strings and
+    `MAX_CHARS` characters are kept, the oldest leaving first. Used from the parsing thread only.
     """
 
     MIN_CHARS = 256
-    MAX_ENTRIES = 1024
+    MAX_ENTRIES = 256
     MAX_CHARS = 1 << 20
-    MAX_SEEN = 1 << 16
+    MAX_SEEN = 1 << 14
+    _ENDS = 32
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
-        self._seen: set[int] = set()
+        self._by_length: dict[int, list[tuple[str, int]]] = {}
+        self._order: deque[str] = deque()
+        self._seen: dict[int, tuple[str, str]] = {}
         self.chars = 0
         self.hits = 0
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._order)
 
     def get(self, text: str) -> int | None:
-        n = self._counts.get(text)
-        if n is not None:
-            self.hits += 1
-        return n
+        same_length = self._by_length.get(len(text))
+        if same_length is not None:
+            for kept, n in same_length:
+                if kept == text:
+                    self.hits += 1
+                    return n
+        return None
 
     def wanted(self, text: str) -> bool:
-        """Whether to keep `text`'s count once known: it has been seen before (and is not kept yet)."""
-        h = hash(text)
-        if h in self._seen:
+        """Whether to keep `text`'s count once known: a string of its length and ends was seen before."""
+        ends = (text[: self._ENDS], text[-self._ENDS :])
+        n = len(text)
+        if self._seen.get(n) == ends:
             return True
         if len(self._seen) >= self.MAX_SEEN:
             self._seen.clear()
-        self._seen.add(h)
+        self._seen[n] = ends
         return False
 
     def put(self, text: str, count: int) -> None:
-        if text in self._counts or len(text) > self.MAX_CHARS:
+        if len(text) > self.MAX_CHARS or self.get(text) is not None:
             return
-        counts = self._counts
-        while counts and (len(counts) >= self.MAX_ENTRIES or self.chars + len(text) > self.MAX_CHARS):
-            oldest = next(iter(counts))
-            del counts[oldest]
-            self.chars -= len(oldest)
-        counts[text] = count
+        while self._order and (len(self._order) >= self.MAX_ENTRIES or self.chars + len(text) > self.MAX_CHARS):
+            self._evict()
+        self._by_length.setdefault(len(text), []).append((text, count))
+        self._order.append(text)
         self.chars += len(text)
+
+    def _evict(self) -> None:
+        oldest = self._order.popleft()
+        same_length = self._by_length[len(oldest)]
+        same_length[:] = [(t, n) for t, n in same_length if t is not oldest]
+        if not same_length:
+            del self._by_length[len(oldest)]
+        self.chars -= len(oldest)
 
 
 @dataclass

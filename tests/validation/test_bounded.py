@@ -1,0 +1,280 @@
+"""What keeps memory flat at any example count, and what reuses token counts: exact, and bounded.
+
+- `Histogram` distributions are bit-for-bit numpy's on the full array;
+- the token-count cache changes no figure of any report, and never holds more than its bounds;
+- the duplicate finder is exact below its capacity, and above it reports only real duplicates with their
+  true first line, finds every duplicate of the content it samples, and never holds more than its capacity;
+- validating 4x the examples does not take more memory (tracemalloc, numpy's buffers included).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.validation import ValidationOptions, validate
+from shared.validation import duplicates as duplicates_module
+from shared.validation import tokens as tokens_module
+from shared.validation.duplicates import DuplicateFinder
+from shared.validation.statistics import Histogram, distribution
+from shared.validation.tokens import TokenCache
+
+from .examples import jsonl
+
+_WORDS = "the support desk answers billing questions about invoices refunds and 東京 café ключ accounts".split()
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)) + "."
+
+
+def _realistic(n: int, *, prompts: int = 3, seed: int = 1) -> bytes:
+    """Chat examples that each take one of a few long system prompts (most real datasets look so)."""
+    rng = random.Random(seed)
+    systems = [f"You are assistant {k}. " + _text(rng, 120) for k in range(prompts)]
+    examples = []
+    for i in range(n):
+        msgs: list[dict[str, Any]] = [{"role": "system", "content": rng.choice(systems)}]
+        for _ in range(rng.randint(1, 3)):
+            msgs.append({"role": "user", "content": f"{i}: " + _text(rng, rng.randint(3, 90))})
+            msgs.append({"role": "assistant", "content": _text(rng, rng.randint(3, 60))})
+        examples.append({"messages": msgs})
+    return jsonl(examples)
+
+
+class _SpyCache(TokenCache):
+    made: list[_SpyCache] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        _SpyCache.made.append(self)
+
+
+class _NoCache(TokenCache):
+    MIN_CHARS = 1 << 60  # no text is long enough: every count comes from tiktoken
+
+
+# ---- histograms --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 200_000), min_size=1, max_size=400),
+    st.integers(1, 6),
+)
+def test_histogram_distribution_is_numpys(values: list[int], parts: int) -> None:
+    h = Histogram()
+    for part in np.array_split(np.asarray(values, dtype=np.int64), parts):
+        h.add(part)
+    assert h.distribution() == distribution(values)
+
+
+def test_histogram_memory_follows_distinct_values_not_count() -> None:
+    h = Histogram()
+    for _ in range(50):
+        h.add(np.full(100_000, 7, dtype=np.int64))
+    values, counts = h.values_and_counts()
+    assert values.tolist() == [7] and counts.tolist() == [5_000_000]
+    assert h._dense.nbytes <= 8 * Histogram.DENSE
+
+
+# ---- token-count cache -------------------------------------------------------------------------------
+
+
+def test_cache_gives_identical_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _realistic(400)
+    _SpyCache.made.clear()
+    monkeypatch.setattr("shared.validation.validator.TokenCache", _SpyCache)
+    cached = validate(data)
+    monkeypatch.setattr("shared.validation.validator.TokenCache", _NoCache)
+    uncached = validate(data)
+    assert cached.model_dump() == uncached.model_dump()
+    (cache,) = _SpyCache.made
+    assert cache.hits >= 390  # every repeat of a system prompt after its second sighting
+    assert len(cache) == 3
+
+
+def test_cache_counts_equal_tiktoken_per_example() -> None:
+    data = _realistic(60)
+    enc = tiktoken.get_encoding("o200k_base")
+    expected = []
+    for raw in data.splitlines():
+        msgs = json.loads(raw)["messages"]
+        expected.append(3 + sum(3 + len(enc.encode(m["role"])) + len(enc.encode_ordinary(m["content"])) for m in msgs))
+    report = validate(data)
+    assert report.tokens is not None
+    assert report.tokens.total == sum(expected)
+    assert report.tokens.tokens_per_example == distribution(expected)
+
+
+def test_cache_never_confuses_strings_of_one_length_and_the_same_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission looks at length and ends only; a count is reused only for the very same string."""
+    head, tail = "x" * 40, "y" * 40
+    middles = ["hello world again " * 10, "billing refund now " * 10, "日本語のテキストです" * 18]
+    width = max(len(m) for m in middles)
+    texts = [head + m.ljust(width, ".")[:width] + tail for m in middles]
+    assert len({len(t) for t in texts}) == 1
+    examples = [
+        {
+            "messages": [
+                {"role": "system", "content": texts[i % 3]},
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+        for i in range(30)
+    ]
+    data = jsonl(examples)
+    cached = validate(data)
+    monkeypatch.setattr("shared.validation.validator.TokenCache", _NoCache)
+    assert cached.model_dump() == validate(data).model_dump()
+
+
+def test_cache_bounds() -> None:
+    cache = TokenCache()
+    for i in range(3 * TokenCache.MAX_ENTRIES):
+        text = f"{i:08d}" + "z" * TokenCache.MIN_CHARS
+        cache.put(text, i)
+        assert len(cache) <= TokenCache.MAX_ENTRIES
+        assert cache.chars <= TokenCache.MAX_CHARS
+    last = f"{3 * TokenCache.MAX_ENTRIES - 1:08d}" + "z" * TokenCache.MIN_CHARS
+    assert cache.get(last) == 3 * TokenCache.MAX_ENTRIES - 1
+    assert cache.get("00000000" + "z" * TokenCache.MIN_CHARS) is None  # the oldest left first
+    big = "w" * (TokenCache.MAX_CHARS // 2 + 1)
+    cache.put(big, 1)
+    cache.put(big.replace("w", "v"), 2)
+    assert cache.chars <= TokenCache.MAX_CHARS
+    assert cache.get(big) is None and cache.get(big.replace("w", "v")) == 2
+    for i in range(2 * TokenCache.MAX_SEEN):
+        cache.wanted(f"{i}" + "q" * TokenCache.MIN_CHARS)
+    assert len(cache._seen) <= TokenCache.MAX_SEEN
+
+
+# ---- duplicates --------------------------------------------------------------------------------------
+
+
+def _brute_force(keys: list[int], threshold: int = 1 << 64) -> tuple[list[tuple[int, int]], int]:
+    first: dict[int, int] = {}
+    found = []
+    for line, key in enumerate(keys, start=1):
+        if key >= threshold:
+            continue
+        if key in first:
+            found.append((line, first[key]))
+        else:
+            first[key] = line
+    return found, len(found)
+
+
+def _feed(finder: DuplicateFinder, keys: list[int]) -> None:
+    for line, key in enumerate(keys, start=1):
+        finder.add(key, line)
+    finder.finish()
+
+
+def test_duplicates_exact_below_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 64)
+    rng = random.Random(3)
+    keys = [rng.getrandbits(64) if rng.random() < 0.6 else rng.choice([11, 12, 13]) for _ in range(5000)]
+    finder = DuplicateFinder(keep=10**6)
+    _feed(finder, keys)
+    expected, count = _brute_force(keys)
+    assert finder.sampled_fraction == 1.0
+    assert finder.found == count
+    assert finder.first == expected
+
+
+def test_duplicates_sampled_above_capacity_are_real_and_complete_for_the_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 50)
+    capacity = 256
+    rng = random.Random(4)
+    pool = [rng.getrandbits(64) for _ in range(300)]  # repeated content
+    keys = [rng.getrandbits(64) if rng.random() < 0.5 else rng.choice(pool) for _ in range(6000)]
+    finder = DuplicateFinder(keep=10**6, capacity=capacity)
+    for line, key in enumerate(keys, start=1):
+        finder.add(key, line)
+        assert finder.keys.size <= capacity
+    finder.finish()
+    assert finder.keys.size <= capacity
+    assert finder.sampled_fraction < 1.0
+    truth, _ = _brute_force(keys)
+    true_pairs = set(truth)
+    assert set(finder.first) <= true_pairs  # nothing invented, first lines right
+    in_sample, _ = _brute_force(keys, threshold=finder.threshold)
+    assert set(in_sample) <= set(finder.first)  # every duplicate of sampled content found
+    assert finder.first == sorted(finder.first)
+
+
+def test_overlap_against_the_training_finder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 16)
+    train = DuplicateFinder(keep=100)
+    _feed(train, [10, 20, 30, 20])
+    valid = DuplicateFinder(keep=100, reference=train)
+    _feed(valid, [5, 30, 30, 10, 7])
+    assert valid.overlaps == 3
+    assert valid.first_overlaps == [(2, 3), (3, 3), (4, 1)]
+    assert valid.found == 1 and valid.first == [(3, 2)]
+
+
+def test_duplicate_report_keeps_counting_past_the_listing() -> None:
+    line = {"messages": [{"role": "user", "content": "same"}, {"role": "assistant", "content": "same"}]}
+    report = validate(jsonl([line] * 500), options=ValidationOptions(max_listed_warnings=5))
+    assert report.counts["duplicate_example"] == 499
+    listed = [w for w in report.warnings if w.code == "duplicate_example"]
+    assert [w.line for w in listed][:3] == [2, 3, 4]
+    assert all(w.message == "duplicate of line 1" for w in listed)
+
+
+def test_sampling_is_said_in_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(duplicates_module.DuplicateFinder, "CAPACITY", 64)
+    monkeypatch.setattr(duplicates_module.DuplicateFinder, "PENDING", 32)
+    lines = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(400)
+    ]
+    report = validate(jsonl(lines + lines))
+    dups = [w for w in report.warnings if w.code == "duplicate_example"]
+    assert 0 < report.counts["duplicate_example"] < 400
+    assert all("sample" in w.message for w in dups)
+    for w in dups:
+        assert w.line is not None and w.message.startswith(f"duplicate of line {w.line - 400} ")
+
+
+# ---- memory at any example count ---------------------------------------------------------------------
+
+
+def _peak(data: bytes) -> int:
+    tracemalloc.start()
+    try:
+        validate(data, options=ValidationOptions(threads=1))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every bounded buffer small, so that both runs fill them: what is left to grow is per-example state
+    monkeypatch.setattr(DuplicateFinder, "CAPACITY", 4096)
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 2048)
+    monkeypatch.setattr(Histogram, "BUFFER", 2048)
+    monkeypatch.setattr(tokens_module.TokenPipeline, "BATCH_CHARS", 64 * 1024)
+
+    def tiny(n: int) -> bytes:
+        return b"".join(
+            b'{"messages":[{"role":"user","content":"q %d"},{"role":"assistant","content":"ok"}]}\n' % i
+            for i in range(n)
+        )
+
+    validate(tiny(10))  # tokenizer loaded and cached before measuring
+    small, large = _peak(tiny(30_000)), _peak(tiny(120_000))
+    # per-example arrays would add at least 28 bytes x 90,000 = 2.5 MB
+    assert large - small < 250_000, (small, large)
