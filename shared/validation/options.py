@@ -20,5 +20,5 @@ class ValidationOptions(BaseModel):
     n_epochs: int | None = Field(None, gt=0, description="overrides the default-epochs rule")
     check_secrets: bool = True
     check_pii: bool = True
-    threads: int | None = Field(None, gt=0, description="tokenizer threads; default: CPU count (max 4)")
+    threads: int | None = Field(None, gt=0, description="tokenizer threads; default: usable CPUs (max 4)")
     chunk_size: int = Field(1 * MIB, gt=0, description="bytes read per `.read(n)` call")

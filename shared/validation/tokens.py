@@ -95,6 +95,14 @@ def _load_core(name: str) -> _Core:
         return _Core(enc._core_bpe, enc.encode_single_token(_SEPARATOR))
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: `taskset`, a container's cpuset), else the CPU count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Tokenizer:
     """Counts tokens of many strings per call; thread-safe."""
 
@@ -314,7 +322,7 @@ class TokenPipeline:
         cache: TokenCache | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        workers = threads or min(os.cpu_count() or 2, 4)
+        workers = threads or min(usable_cpus(), 4)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokens")
         self._max_in_flight = workers + 1
         self._in_flight: deque[Future[CountedBatch]] = deque()
