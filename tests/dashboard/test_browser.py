@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devstack import Stack
@@ -291,3 +292,12 @@ def test_the_pages_are_labelled_for_assistive_technology(runs: Runs, page: Page)
     headings = page.locator("h1, h2").all_inner_texts()
     assert headings[1:] == ["Summary", "Validation", "Training charts", "Deployment", "History", "Job events",
                             "Artifacts"]
+
+
+@pytest.mark.parametrize("which", ["runs", "deployed", "rejected", "gated", "failed"])
+def test_axe_finds_no_accessibility_violation(runs: Runs, page: Page, which: str) -> None:
+    """axe-core (Deque's engine, WCAG 2 A/AA rules: contrast, labels, landmarks, names, ...) on each page."""
+    page.goto(runs.url() if which == "runs" else runs.url(f"/runs/{runs.ids[which]}"))
+    page.locator("figure img").evaluate_all("imgs => Promise.all(imgs.map(i => i.decode().catch(() => null)))")
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21aa"]}})
+    assert results.violations_count == 0, results.generate_report()
