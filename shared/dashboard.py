@@ -17,6 +17,7 @@ import json
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from shared.charts import chart_marks, render_chart
 from shared.metrics import ResultsParseError, parse_results
 from shared.runs import RunRecord
-from shared.runstore import run_folder
+from shared.runstore import RECORD_NAME, run_folder
 from shared.summary import RunSummary, run_summary
 
 if TYPE_CHECKING:
@@ -122,53 +123,113 @@ _env.filters["when"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S U
 
 
 # --- the runs page ---------------------------------------------------------------------------------------------
-def runs_page(
-    records: Iterable[RunRecord],
-    query: RunsQuery,
-    *,
-    code: str | None = None,
-    price_per_million_tokens: float | None = None,
-    now: datetime | None = None,
-    nonce: str = "",
-) -> str:
-    now = now or datetime.now(UTC)
-    links = Links(code)
+@dataclass
+class Listing:
+    """One page of the runs list, and what the filters and the header need to know about all runs."""
+
+    rows: list[RunSummary]
+    matching: int
+    total: int
+    counts: Counter[str]
+    profiles: list[str]
+    page: int
+    pages: int
+
+
+def _paged(query: RunsQuery, matching: int) -> tuple[int, int, slice]:
+    pages = max(1, -(-matching // PAGE_SIZE))
+    page = min(query.page, pages)
+    return page, pages, slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE)
+
+
+def listing_from_records(
+    records: Iterable[RunRecord], query: RunsQuery, *, price_per_million_tokens: float | None = None
+) -> Listing:
+    """The listing from records in hand (every record read)."""
     every = sorted(
         (run_summary(r, price_per_million_tokens=price_per_million_tokens) for r in records),
         key=lambda s: s.created_at,
         reverse=True,
     )
-    states = sorted({s.state for s in every})
-    profiles = sorted({s.profile for s in every if s.profile})
     shown = [
         s
         for s in every
         if (query.state is None or s.state == query.state) and (query.profile is None or s.profile == query.profile)
     ]
-    pages = max(1, -(-len(shown) // PAGE_SIZE))
-    page = min(query.page, pages)
-    rows = shown[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    active = any(not s.terminal for s in rows)
+    page, pages, window = _paged(query, len(shown))
+    profiles = sorted({s.profile for s in every if s.profile})
+    return Listing(shown[window], len(shown), len(every), Counter(s.state for s in every), profiles, page, pages)
+
+
+def listing_from_store(services: Services, query: RunsQuery) -> Listing:
+    """The listing from one blob listing (names, creation times and index tags) plus the records of one page.
+
+    The `state` index tag (written with each record) filters and counts; only the page's records are read, in
+    parallel. A profile filter has to read every record in the state (the profile is not a tag).
+    """
+    price = services.settings.price_per_million_training_tokens
+    store = services.store
+    entries = []
+    for blob in store.container.list_blobs(name_starts_with="runs/", include=["tags"]):
+        name = str(blob.name)
+        if name.endswith("/" + RECORD_NAME) and name.count("/") == 2:
+            entries.append((name.split("/")[1], blob.creation_time, (blob.tags or {}).get("state", "")))
+    entries.sort(key=lambda e: e[1], reverse=True)
+    counts = Counter(state for _, _, state in entries)
+    wanted = [run_id for run_id, _, state in entries if query.state is None or state == query.state]
+    profiles = _profile_names(services)
+
+    def load(ids: list[str]) -> list[RunSummary]:
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(ids)))) as pool:
+            found = list(pool.map(store.load, ids))
+        return [run_summary(f[0], price_per_million_tokens=price) for f in found if f is not None]
+
+    if query.profile is not None:
+        summaries = [s for s in load(wanted) if s.profile == query.profile]
+        page, pages, window = _paged(query, len(summaries))
+        return Listing(summaries[window], len(summaries), len(entries), counts, profiles, page, pages)
+    page, pages, window = _paged(query, len(wanted))
+    rows = sorted(load(wanted[window]), key=lambda s: s.created_at, reverse=True)
+    return Listing(rows, len(wanted), len(entries), counts, profiles, page, pages)
+
+
+def _profile_names(services: Services) -> list[str]:
+    names = (str(b.name) for b in services.store.container.list_blobs(name_starts_with="profiles/"))
+    return sorted(n[len("profiles/") : -len(".json")] for n in names if n.endswith(".json") and n.count("/") == 1)
+
+
+def runs_page(
+    listing: Listing,
+    query: RunsQuery,
+    *,
+    code: str | None = None,
+    now: datetime | None = None,
+    nonce: str = "",
+) -> str:
+    now = now or datetime.now(UTC)
+    links = Links(code)
+    page = listing.page
+    profiles = sorted(set(listing.profiles) | ({query.profile} if query.profile else set()))
     return _env.get_template("runs.html").render(
         title="Fine-tuning runs",
-        rows=rows,
-        total=len(every),
-        matching=len(shown),
-        states=states,
+        rows=listing.rows,
+        total=listing.total,
+        matching=listing.matching,
+        states=sorted(listing.counts),
         profiles=profiles,
         query=query,
         page=page,
-        pages=pages,
+        pages=listing.pages,
         links=links,
         code=code,
         runs_path=f"{ROUTE_PREFIX}/dashboard",
         now=now,
         age=age,
-        refresh=REFRESH_SECONDS if active else None,
-        counts=Counter(s.state for s in every),
+        refresh=REFRESH_SECONDS if any(not s.terminal for s in listing.rows) else None,
+        counts=listing.counts,
         nonce=nonce,
         prev_url=links.runs(state=query.state, profile=query.profile, page=page - 1) if page > 1 else None,
-        next_url=links.runs(state=query.state, profile=query.profile, page=page + 1) if page < pages else None,
+        next_url=links.runs(state=query.state, profile=query.profile, page=page + 1) if page < listing.pages else None,
     )
 
 
@@ -311,10 +372,9 @@ def _html(status: int, render: Callable[[str], str]) -> Page:
 
 def runs_response(services: Services, params: Mapping[str, str]) -> Page:
     code = params.get("code") or None
-    price = services.settings.price_per_million_training_tokens
-    records = list(services.store.iter_records())
     query = RunsQuery.from_params(params)
-    return _html(200, lambda nonce: runs_page(records, query, code=code, price_per_million_tokens=price, nonce=nonce))
+    listing = listing_from_store(services, query)
+    return _html(200, lambda nonce: runs_page(listing, query, code=code, nonce=nonce))
 
 
 def run_response(services: Services, run_id: str, params: Mapping[str, str]) -> Page:

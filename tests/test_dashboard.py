@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from shared.dashboard import PAGE_SIZE, RunsQuery, run_page, runs_page, timeline
+import pytest
+
+from shared.dashboard import (
+    PAGE_SIZE,
+    RunsQuery,
+    listing_from_records,
+    listing_from_store,
+    run_page,
+    runs_page,
+    timeline,
+)
 from shared.runs import RunRecord, RunSource, RunSpec, RunState
+from shared.services import Services
+from shared.settings import settings_from_env
 
 
 def _record(n: int, *, profile: str | None = None) -> RunRecord:
@@ -26,8 +41,8 @@ def test_a_hostile_error_message_is_text_not_markup() -> None:
 
 def test_runs_are_newest_first_and_paged() -> None:
     records = [_record(n) for n in range(PAGE_SIZE + 5)]
-    first = runs_page(records, RunsQuery(page=1), code="key")
-    second = runs_page(records, RunsQuery(page=2), code="key")
+    first = runs_page(listing_from_records(records, RunsQuery(page=1)), RunsQuery(page=1), code="key")
+    second = runs_page(listing_from_records(records, RunsQuery(page=2)), RunsQuery(page=2), code="key")
     assert first.count('<tr data-run="') == PAGE_SIZE and second.count('<tr data-run="') == 5
     assert first.index("run-000000000029") < first.index("run-000000000028")  # newest first
     assert "run-000000000000" in second and "run-000000000000" not in first
@@ -40,10 +55,12 @@ def test_runs_are_newest_first_and_paged() -> None:
 def test_filters_by_state_and_profile() -> None:
     a, b, c = _record(1, profile="support"), _record(2, profile="legal"), _record(3, profile="support")
     c.fail("x", "y")
-    html = runs_page([a, b, c], RunsQuery(state="received", profile="support"))
+    query = RunsQuery(state="received", profile="support")
+    html = runs_page(listing_from_records([a, b, c], query), query)
     assert html.count('<tr data-run="') == 1 and 'data-run="run-000000000001"' in html
     assert '<option value="legal">legal</option>' in html and '<option value="support" selected>' in html
-    assert "No run matches these filters." in runs_page([a], RunsQuery(state="deployed"))
+    none = RunsQuery(state="deployed")
+    assert "No run matches these filters." in runs_page(listing_from_records([a], none), none)
 
 
 def test_the_timeline_has_durations_and_the_ongoing_step() -> None:
@@ -71,3 +88,35 @@ def test_a_training_run_shows_its_latest_step() -> None:
     html = run_page(record)
     assert '<dd id="latest-step">step 92: training loss 0.4762</dd>' in html
     assert 'data-refresh="5"' in html
+
+
+def test_the_runs_page_reads_only_the_records_it_shows(
+    azurite: Any, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"AzureWebJobsStorage": azurite.connection_string, "RUNS_CONTAINER": unique_name("runs"),
+           "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9", "AZURE_OPENAI_API_KEY": "unused"}
+    services = Services.from_settings(settings_from_env(env), env=env)
+    services.store.ensure()
+    for n in range(PAGE_SIZE + 7):
+        record = _record(n, profile="support" if n % 3 == 0 else None)
+        if n % 4 == 0:
+            record.fail("x", "y")
+        services.store.create(record)
+    services.store.container.upload_blob("profiles/support.json", b"{}")
+    loads: list[str] = []
+    original = services.store.load
+    monkeypatch.setattr(services.store, "load", lambda run_id: loads.append(run_id) or original(run_id))
+
+    listing = listing_from_store(services, RunsQuery())
+    assert len(loads) == PAGE_SIZE and len(listing.rows) == PAGE_SIZE  # one page read, not every run
+    assert (listing.total, listing.matching, listing.pages) == (PAGE_SIZE + 7, PAGE_SIZE + 7, 2)
+    assert listing.counts == Counter({"received": 24, "failed": 8}) and listing.profiles == ["support"]
+    assert [s.id for s in listing.rows] == sorted((s.id for s in listing.rows), reverse=True)  # newest first
+
+    loads.clear()
+    failed = listing_from_store(services, RunsQuery(state="failed"))
+    assert len(loads) == 8 and {s.state for s in failed.rows} == {"failed"}  # filtered by the state tag
+    second = listing_from_store(services, RunsQuery(page=2))
+    assert len(second.rows) == 7 and "run-000000000000" in {s.id for s in second.rows}
+    by_profile = listing_from_store(services, RunsQuery(profile="support", state="received"))
+    assert {s.id for s in by_profile.rows} == {f"run-{n:012d}" for n in range(PAGE_SIZE + 7) if n % 3 == 0 and n % 4}
