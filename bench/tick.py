@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 
 from devstack import REPO, Stack
+from shared.advance import tick
 from shared.ingest import handle_new_blob
 from shared.runs import RunJob, RunRecord, RunSource, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
-from shared.training import tick
 
 GEN = REPO.parent / "shared" / "bench" / "gen_chat.py"
 OUT = REPO / "bench-output"
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         with big.open("rb") as fh:
             blob.upload_blob(fh, overwrite=True, metadata={"validation_split": "0.05"})
         uploaded = time.perf_counter()
-        record = handle_new_blob(services, blob)
-        assert record is not None, "the bench file was not turned into a run"
+        ingested_record = handle_new_blob(services, blob)
+        assert ingested_record is not None, "the bench file was not turned into a run"
+        record = ingested_record
         ingested = time.perf_counter()
         while services.store.get(record.id).job.id is None:
             if services.store.get(record.id).terminal:

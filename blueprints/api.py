@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared import artifacts
 from shared.names import InvalidName
 from shared.runs import RunState
 from shared.runstore import RunNotFound
@@ -24,7 +25,7 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 _settings = get_settings()
 STATES = [s.value for s in RunState]
-ARTIFACTS = {"validation.json", "metrics.json", "results.csv", "events.json", "loss.png", "accuracy.png"}
+ARTIFACTS = frozenset(artifacts.ARTIFACTS)
 
 
 def _json(document: object, status: int = 200) -> func.HttpResponse:
@@ -102,7 +103,7 @@ def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
         return _error(400, "invalid_run_id", str(exc))
     if data is None:
         return _error(404, "notFound", f"{artifact} does not exist (yet)")
-    mimetype = {"png": "image/png", "csv": "text/csv"}.get(artifact.rsplit(".", 1)[-1], "application/json")
+    mimetype = artifacts.content_type(artifact)
     # Binary content has no charset (the worker adds one only to text/* mimetypes; say so explicitly).
     headers = {"Content-Type": mimetype if mimetype == "image/png" else f"{mimetype}; charset=utf-8"}
     return func.HttpResponse(data, headers=headers)

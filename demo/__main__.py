@@ -133,12 +133,12 @@ def _print_summary(record: RunRecord) -> None:
     if record.metrics:
         m = record.metrics
         lines.append(
-            f"  metrics     final train loss {m.get('final_train_loss')}, best full valid loss "
-            f"{m.get('best_full_valid_loss')} at step {m.get('best_full_valid_loss_step')}, "
-            f"overfitting={m.get('overfitting')}"
+            f"  metrics     final train loss {m.final_train_loss}, best full valid loss "
+            f"{m.best_full_valid_loss} at step {m.best_full_valid_loss_step}, "
+            f"overfitting={m.overfitting}"
         )
     if record.gate:
-        lines.append(f"  gate        passed={record.gate.get('passed')}")
+        lines.append(f"  gate        passed={record.gate.passed}")
     d = record.deployment
     if d.name:
         lines.append(f"  deployment  {d.name} ({d.sku}, capacity {d.capacity}) -> {d.provisioning_state}")

@@ -38,7 +38,6 @@ LOCAL_SETTINGS: dict[str, str] = {
     "AZURE_RESOURCE_GROUP": "rg-local",
     "AZURE_OPENAI_ACCOUNT_NAME": "aoai-local",
     "LRO_MAX_WAIT_SECONDS": "1",
-    "CLAIM_TIMEOUT_SECONDS": "30",
     # Local only: submitted URLs may be http:// on this machine (never link-local, private or metadata addresses).
     "SUBMIT_ALLOW_LOCAL_HTTP": "true",
     # Host.json override, the way Azure app settings override host.json: retry deploys after 5 s locally.

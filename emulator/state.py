@@ -303,7 +303,7 @@ class State:
         for pause in job["pauses"]:
             end = pause["real_end"] if pause["real_end"] is not None else now
             paused += end - pause["real_start"]
-        return now - job["created_at"] - paused
+        return float(now - job["created_at"] - paused)
 
     def real_time(self, job: dict[str, Any], offset: float) -> float:
         if math.isinf(offset):
@@ -314,7 +314,7 @@ class State:
                 if pause["real_end"] is None:
                     return math.inf
                 t += pause["real_end"] - pause["real_start"]
-        return t
+        return float(t)
 
     def job_status(self, job: dict[str, Any], now: float | None = None) -> str:
         """Canonical status: validating_files, queued, running, paused, succeeded, failed, cancelled."""
@@ -459,8 +459,8 @@ class State:
         if op.get("stuck"):
             return "Creating"
         if now < op["end"]:
-            return op["running_status"]
-        return op["final_status"]
+            return str(op["running_status"])
+        return str(op["final_status"])
 
 
 def _requested_hyperparameters(body: dict[str, Any]) -> dict[str, Any]:

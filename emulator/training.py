@@ -93,7 +93,7 @@ def phases(plan: dict[str, Any]) -> Phase:
 
 def step_offset(plan: dict[str, Any], step: int) -> float:
     p = phases(plan)
-    return p.started + plan["train_s"] * step / plan["total_steps"]
+    return float(p.started + plan["train_s"] * step / plan["total_steps"])
 
 
 def metrics(plan: dict[str, Any]) -> list[dict[str, Any]]:

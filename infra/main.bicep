@@ -232,9 +232,7 @@ var appSettings = union(
     SAS_TTL_MINUTES: '120'
     MAX_FILE_BYTES: '536870912'
     QUEUED_WARNING_MINUTES: '60'
-    CLAIM_TIMEOUT_SECONDS: '120'
     TICK_CONCURRENCY: '32'
-    DEPLOY_MAX_ATTEMPTS: '5' // must match host.json extensions.queues.maxDequeueCount
     SMOKE_TEST: smokeTest ? 'true' : 'false'
   },
   empty(pricePerMillionTrainingTokens) ? {} : { PRICE_PER_MILLION_TRAINING_TOKENS: pricePerMillionTrainingTokens },

@@ -66,8 +66,8 @@ def chart_marks(record: RunRecord, table: ResultsTable | None = None) -> ChartMa
     if table is not None:
         steps |= {s for s, _ in table.series("full_valid_loss")}
     last_step = table.rows[-1].step if table is not None and table.rows else None
-    best = (record.metrics or {}).get("best_checkpoint") or {}
-    best_step = best.get("step_number") if isinstance(best, dict) else None
+    best = record.metrics.best_checkpoint if record.metrics is not None else None
+    best_step = best.step_number if best is not None else None
     deployed_step = None
     model = record.deployment.model
     if model and record.deployment.provisioning_state == "Succeeded":

@@ -25,7 +25,7 @@ def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, fil
         services.deployments.delete_and_wait(name, timeout=services.settings.deploy_wait_seconds)
         done.append(f"deleted deployment {name}")
     if files:
-        for file_id in (record.files.training_file_id, record.files.validation_file_id):
+        for file_id in (slot.file_id for _, slot in record.files.slots()):
             if not file_id:
                 continue
             try:
@@ -38,8 +38,8 @@ def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, fil
         def note(r: RunRecord) -> bool:
             if deployment and name and f"deleted deployment {name}" in done:
                 r.deployment.provisioning_state = "Deleted"  # the table and the API no longer say "deployed as"
-            return r.warn("cleaned up: " + "; ".join(done))
+            return r.warn("cleaned_up", "cleaned up: " + "; ".join(done))
 
-        services.store.update(run_id, note)
+        services.store.update(run_id, note, on_ended=True)
     log.info("run %s: %s", run_id, "; ".join(done) or "nothing to clean up")
     return done

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from shared import artifacts
 from shared.charts import chart_marks, render_chart
 from shared.metrics import ResultsParseError, parse_results
 from shared.runs import RunRecord
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 PAGE_SIZE = 25
 REFRESH_SECONDS = 5
 ROUTE_PREFIX = "/api"  # host.json extensions.http.routePrefix
-ARTIFACTS = ("validation.json", "metrics.json", "results.csv", "events.json", "loss.png", "accuracy.png")
+ARTIFACTS = artifacts.ARTIFACTS
 CHARTS = (("loss.png", "loss"), ("accuracy.png", "token accuracy"))
 ISSUES_PER_CODE = 3
 EVENTS_SHOWN = 12
@@ -326,7 +327,7 @@ def run_page(
     view.artifacts = [(name, links.artifact(record.id, name)) for name in ARTIFACTS if name in present]
     view.artifacts.append(("run.json (the record)", links.record(record.id)))
     if record.gate:
-        view.gate_checks = list(record.gate.get("checks") or [])
+        view.gate_checks = [c.model_dump() for c in record.gate.checks]
     return _env.get_template("run.html").render(
         title=f"Run {record.id}",
         view=view,

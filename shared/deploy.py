@@ -1,13 +1,16 @@
 """Queue trigger: a succeeded run is measured, gated, deployed and smoke-tested, once.
 
-succeeded -> deploying -> deployed | gated | failed.
+succeeded -> measuring -> deploying -> deployed, or measuring -> gated | trained (deploy=false).
 
-Every step is safe to repeat: the metrics are rewritten with the same content, the deployment PUT is
-idempotent (a deployment that already serves the same model is success), and the run's transitions are
-conditional writes. Quota and cap errors are retried by the queue (host.json: visibilityTimeout between
-tries, maxDequeueCount tries); on the last try the run is marked failed with the service's words and the
-message goes to the poison queue. A refusal that retrying cannot change (the post-training safety
-evaluation, a bad request) fails the run at once.
+One deployer at a time: the handler holds the run's `deploy` lease (renewed while it works, shared/effects.py)
+for the whole procedure. A copy of the message that finds the lease held does not spend a queue retry: it
+re-sends itself to arrive when that lease would expire, and returns. Every step is safe to repeat: the
+metrics are written once, the deployment is looked up before any PUT (one that already serves the model is
+success; the ARM PUT itself is idempotent by name), and every transition is a guarded conditional write.
+Quota and cap errors are retried by the queue (host.json: visibilityTimeout between tries,
+maxDequeueCount tries); on the last try the run is failed with the service's words. A refusal that retrying
+cannot change (the post-training safety evaluation, a bad request) fails the run at once. The timer sweeps
+all three states: a run whose messages were all lost or poisoned gets a new one (shared/advance.py).
 """
 
 from __future__ import annotations
@@ -15,22 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from shared.aoai import AzureOpenAIError, BadRequestError, OperationFailedError, OperationTimeoutError
-from shared.charts import chart_marks, render_charts
-from shared.claims import ClaimOutcome
-from shared.gate import evaluate_gate
-from shared.metrics import MetricsSummary, ResultsParseError, parse_results, summarize
-from shared.runs import ACTIVE_STATES, RunError, RunRecord, RunState, SmokeTest, utcnow
+from shared.lifecycle import QUEUE_DRIVEN_STATES
+from shared.measure import check_gate, ensure_metrics
+from shared.metrics import MetricsSummary
+from shared.runs import RunError, RunRecord, RunState, SmokeTest, utcnow
 from shared.services import Services
 from shared.spec import COMPLETION_MODELS
 from shared.telemetry import in_run
+from shared.training import queue_deploy
 
 log = logging.getLogger(__name__)
 
-DEPLOY_GIVE_UP = timedelta(hours=24)
+DEPLOY_LEASE = "deploy"
 SMOKE_PROMPT_BYTES = 256 * 1024
 
 
@@ -40,11 +42,11 @@ class DeployRetry(RuntimeError):
 
 def handle_deploy_message(services: Services, body: str, dequeue_count: int = 1) -> RunRecord | None:
     """Deploy the run named by the message. Raises DeployRetry (or anything else) to have the queue try again;
-    on the last try (`dequeue_count` = DEPLOY_MAX_ATTEMPTS) the run is first failed with the reason."""
+    on the last try (`dequeue_count` = host.json maxDequeueCount) the run is first failed with the reason."""
     try:
         return in_run(_run_id(body), None, _handle, services, body, dequeue_count)
     except Exception as exc:
-        if dequeue_count >= services.settings.deploy_max_attempts and not isinstance(exc, DeployRetry):
+        if dequeue_count >= services.deploy_attempts and not isinstance(exc, DeployRetry):
             run_id = _run_id(body)
             if run_id is not None:
                 reason = f"{type(exc).__name__}: {str(exc)[:400]} (gave up after {dequeue_count} tries)"
@@ -60,9 +62,8 @@ def _run_id(body: str) -> str | None:
 
 
 def _handle(services: Services, body: str, dequeue_count: int) -> RunRecord | None:
-    try:
-        run_id = str(json.loads(body)["run_id"])
-    except (ValueError, KeyError, TypeError):
+    run_id = _run_id(body)
+    if run_id is None:
         log.error('deploy message is not {"run_id": ...}: dropped (%.80r)', body)
         return None
     store = services.store
@@ -71,33 +72,25 @@ def _handle(services: Services, body: str, dequeue_count: int) -> RunRecord | No
         log.error("deploy message for unknown run %s: dropped", run_id)
         return None
     record = found[0]
-    if record.state in ACTIVE_STATES:
-        # The timer queues the message just before it records `succeeded`: try again shortly.
-        raise DeployRetry(f"run {run_id} is still {record.state.value}")
-    if record.state == RunState.SUCCEEDED:
-        if record.spec is not None and not record.spec.deployment.enabled and record.metrics is not None:
-            return record
-
-        def start(r: RunRecord) -> bool:
-            if r.state != RunState.SUCCEEDED:
-                return False
-            r.transition(RunState.DEPLOYING, "measuring")
-            return True
-
-        record, _ = store.update(run_id, start)
-    if record.state != RunState.DEPLOYING:
+    if record.terminal:
         log.info("run %s is %s: deploy message has nothing to do", run_id, record.state.value)
         return record
-    # One instance at a time works on a run's deployment; a concurrent copy of the message tries again later.
-    outcome = services.claim(run_id, "deploy", wanted=lambda r: r.state == RunState.DEPLOYING, done=lambda r: False)
-    if outcome == ClaimOutcome.HELD:
-        raise DeployRetry(f"run {run_id} is being deployed by another instance")
-    if outcome == ClaimOutcome.GONE:
-        return store.get(run_id)
-    try:
+    if record.state not in QUEUE_DRIVEN_STATES:
+        # The timer queues the message just before it records `succeeded`: try again shortly.
+        raise DeployRetry(f"run {run_id} is still {record.state.value}")
+    record, _ = store.advance(run_id, (RunState.SUCCEEDED,), RunState.MEASURING, "measuring")
+    max_hold = services.settings.deploy_wait_seconds + 2 * services.aoai.worst_case_seconds()
+    with services.effects.hold(
+        run_id, DEPLOY_LEASE, wanted=lambda r: r.state in QUEUE_DRIVEN_STATES, max_hold=max_hold
+    ) as held:
+        if not held.acquired:
+            if held.record.terminal:
+                return held.record
+            # Another deployer is at work: come back when its lease would have expired (no retry spent).
+            queue_deploy(services, run_id, delay_seconds=max(1, int(held.retry_after) + 1))
+            log.info("run %s is being deployed elsewhere: message re-sent in %.0f s", run_id, held.retry_after)
+            return held.record
         return _measure_gate_deploy(services, store.get(run_id), dequeue_count)
-    finally:
-        store.update(run_id, lambda r: r.claims.pop("deploy", None) is not None)
 
 
 def _measure_gate_deploy(services: Services, record: RunRecord, dequeue_count: int) -> RunRecord:
@@ -105,76 +98,25 @@ def _measure_gate_deploy(services: Services, record: RunRecord, dequeue_count: i
     store = services.store
     assert record.spec is not None
     summary = ensure_metrics(services, record)
-    gate_spec = record.spec.gate
-    if gate_spec is not None:
-        if summary is None:
-            return services.store.end(run_id, RunState.GATED, "quality_gate", "no metrics: results.csv was unavailable")
-        result = evaluate_gate(gate_spec, summary)
-
-        def keep_gate(r: RunRecord) -> bool:
-            r.gate = result.model_dump(mode="json")
-            return True
-
-        store.update(run_id, keep_gate)
-        if not result.passed:
-            return services.store.end(run_id, RunState.GATED, "quality_gate", "; ".join(result.reasons))
-
-    if not record.spec.deployment.enabled:
-
-        def done(r: RunRecord) -> bool:
-            if r.state != RunState.DEPLOYING:
-                return False
-            r.transition(RunState.SUCCEEDED, "deploy=false: trained and measured, not deployed")
-            return True
-
-        return store.update(run_id, done)[0]
-    if services.deployments is None:
-        return services.store.end(
-            run_id,
-            RunState.FAILED,
-            "deployment_not_configured",
-            "set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_OPENAI_ACCOUNT_NAME to deploy",
-        )
-    record = store.get(run_id)
+    if record.state == RunState.MEASURING:
+        gate = check_gate(services, record, summary)
+        if gate is not None and not gate.passed:
+            return store.end(run_id, RunState.GATED, "quality_gate", "; ".join(gate.reasons))
+        if not record.spec.deployment.enabled:
+            return store.advance(
+                run_id, (RunState.MEASURING,), RunState.TRAINED, "deploy=false: trained and measured, not deployed"
+            )[0]
+        if services.deployments is None:
+            return store.end(
+                run_id,
+                RunState.FAILED,
+                "deployment_not_configured",
+                "set AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_OPENAI_ACCOUNT_NAME to deploy",
+            )
+        record, _ = store.advance(run_id, (RunState.MEASURING,), RunState.DEPLOYING, "gate passed: deploying")
+    if record.state != RunState.DEPLOYING:
+        return record
     return _deploy(services, record, summary, dequeue_count)
-
-
-# --- metrics ----------------------------------------------------------------------------------------------------
-def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | None:
-    """results.csv, metrics.json and the charts, written beside the run (idempotent)."""
-    if record.metrics is not None:
-        return MetricsSummary.model_validate(record.metrics)
-    if not record.job.result_files:
-        _warn(services, record.id, "the job has no result file: no metrics")
-        return None
-    data = services.aoai.files.content(record.job.result_files[0])
-    store = services.store
-    store.put_artifact(record.id, "results.csv", data, "text/csv")
-    try:
-        table = parse_results(data)
-    except ResultsParseError as exc:
-        _warn(services, record.id, f"results.csv could not be read: {exc}")
-        return None
-    summary = summarize(
-        table,
-        checkpoints=[c.model_dump() for c in record.job.checkpoints],
-        trained_tokens=record.job.trained_tokens,
-        started_at=record.job.created_at,
-        finished_at=record.job.finished_at,
-    )
-    store.put_artifact(record.id, "metrics.json", summary.model_dump_json(indent=2), "application/json")
-    for name, png in render_charts(
-        table, title=record.id, subtitle=record.job.fine_tuned_model or "", marks=chart_marks(record, table)
-    ).items():
-        store.put_artifact(record.id, name, png, "image/png")
-    metrics = summary.model_dump(mode="json")
-
-    def keep(r: RunRecord) -> bool:
-        r.metrics = metrics
-        return True
-
-    store.update(record.id, keep)
-    return summary
 
 
 # --- deployment -------------------------------------------------------------------------------------------------
@@ -187,9 +129,9 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
         if summary.best_checkpoint.id in deployable:
             model = summary.best_checkpoint.id
         else:
-            _warn(
-                services,
+            services.store.note(
                 record.id,
+                "best_checkpoint_not_deployable",
                 "the best checkpoint is older than the last three epochs: deploying the final model",
             )
     if not model:
@@ -232,8 +174,7 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
     except AzureOpenAIError as exc:  # quota, the cap, throttling, outages, auth: retried by the queue
         code = getattr(exc, "code", None) or type(exc).__name__
         message = getattr(exc, "message", None) or str(exc)
-        last = dequeue_count >= services.settings.deploy_max_attempts
-        if last:
+        if dequeue_count >= services.deploy_attempts:
             services.store.end(record.id, RunState.FAILED, code, f"{message} (gave up after {dequeue_count} tries)")
         else:
             _note_deploy_error(services, record.id, code, message)
@@ -247,19 +188,15 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
     services.store.update(record.id, deployed_state)
     smoke = smoke_test(services, record, name) if services.settings.smoke_test else None
 
-    def finish(r: RunRecord) -> bool:
-        if r.state != RunState.DEPLOYING:
-            return False
+    def finish(r: RunRecord) -> None:
         r.deployment.smoke_test = smoke
-        note = f"deployment {name} serves {model}"
-        if smoke is not None:
-            note += f"; smoke test {smoke.status} in {smoke.latency_ms} ms"
-            if smoke.status == "failed":
-                r.warn(f"smoke test failed: {smoke.error}")
-        r.transition(RunState.DEPLOYED, note)
-        return True
+        if smoke is not None and smoke.status == "failed":
+            r.warn("smoke_test_failed", f"smoke test failed: {smoke.error}")
 
-    return services.store.update(record.id, finish)[0]
+    note = f"deployment {name} serves {model}"
+    if smoke is not None:
+        note += f"; smoke test {smoke.status} in {smoke.latency_ms} ms"
+    return services.store.advance(record.id, (RunState.DEPLOYING,), RunState.DEPLOYED, note, finish)[0]
 
 
 def _default_name(run_id: str) -> str:
@@ -291,15 +228,14 @@ def smoke_test(services: Services, record: RunRecord, deployment: str) -> SmokeT
 
 
 def _sample_prompt(services: Services, record: RunRecord) -> list[dict[str, Any]]:
-    for location, snapshot in (
-        (record.files.validation_blob, record.files.validation_snapshot),
-        (record.files.training_blob, record.files.training_snapshot),
+    for location in (
+        record.files.validation.blob,
+        record.files.training.blob,
     ):
-        if not location:
+        if location is None:
             continue
-        container, blob_name = location.split("/", 1)
         head = (
-            services.blobs.get_blob_client(container, blob_name, snapshot=snapshot)
+            services.blobs.get_blob_client(location.container, location.name, snapshot=location.snapshot)
             .download_blob(offset=0, length=SMOKE_PROMPT_BYTES)
             .readall()
         )
@@ -329,20 +265,12 @@ def _sample_prompt(services: Services, record: RunRecord) -> list[dict[str, Any]
 # --- helpers ----------------------------------------------------------------------------------------------------
 def _still_provisioning(services: Services, run_id: str, name: str) -> RunRecord:
     """The deployment outlived this invocation (the host's functionTimeout): look again later with a fresh
-    message instead of spending the queue's tries, until it has been provisioning for a day."""
-    record = services.store.get(run_id)
-    started = record.deployment.started_at or utcnow()
-    if utcnow() - started > DEPLOY_GIVE_UP:
-        return services.store.end(
-            run_id, RunState.FAILED, "deployment_stuck", f"deployment {name} was still not ready after {DEPLOY_GIVE_UP}"
-        )
-    services.queue(services.settings.deploy_queue).send_message(
-        json.dumps({"run_id": run_id}), visibility_timeout=int(services.settings.deploy_wait_seconds)
-    )
+    message instead of spending the queue's tries, until the state's deadline (shared/lifecycle.py)."""
+    queue_deploy(services, run_id, delay_seconds=int(services.settings.deploy_wait_seconds))
 
     def note(r: RunRecord) -> bool:
         r.deployment.queued_at = utcnow()
-        return r.warn(f"deployment {name} is still provisioning: checking again in a while")
+        return r.warn("deployment_provisioning", f"deployment {name} is still provisioning: checking again in a while")
 
     return services.store.update(run_id, note)[0]
 
@@ -350,14 +278,7 @@ def _still_provisioning(services: Services, run_id: str, name: str) -> RunRecord
 def _note_deploy_error(services: Services, run_id: str, code: str, message: str) -> None:
     def mutate(r: RunRecord) -> bool:
         r.deployment.last_error = RunError(code=code, message=message)
-        return True
-
-    services.store.update(run_id, mutate)
-
-
-def _warn(services: Services, run_id: str, message: str) -> None:
-    def mutate(r: RunRecord) -> bool:
-        r.warn(message)
+        r.attempted(code, message)
         return True
 
     services.store.update(run_id, mutate)

@@ -14,15 +14,14 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import IO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
-from shared.aoai import BadRequestError, FileObject
-from shared.claims import ClaimOutcome
+from shared import artifacts
+from shared.imports import ensure_imports
 from shared.names import (
     InvalidName,
     check_blob_name,
@@ -32,6 +31,9 @@ from shared.names import (
     is_validation_companion,
 )
 from shared.runs import (
+    BlobRef,
+    ImportSlot,
+    RunError,
     RunFiles,
     RunRecord,
     RunSource,
@@ -40,7 +42,6 @@ from shared.runs import (
     ValidationSummary,
     derive_run_id,
 )
-from shared.sas import blob_read_url
 from shared.services import Services
 from shared.spec import (
     COMPLETION_MODELS,
@@ -90,8 +91,7 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
         return in_run(run_id, None, _ingest, services, blob, props, run_id)
     except Exception as exc:
         # Keep the reason on the run: if every retry fails, the timer ends the run with it (not "see the logs").
-        note = f"ingest attempt failed: {type(exc).__name__}: {str(exc)[:300]}"
-        store.update(run_id, lambda r: r.warn(note) if not r.terminal else False)
+        store.note(run_id, "ingest_error", f"{type(exc).__name__}: {str(exc)[:300]}", attempt=True)
         raise
 
 
@@ -114,17 +114,18 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
 
     _, unknown = metadata_overrides(metadata)
 
-    def start_validating(r: RunRecord) -> bool:
-        if r.state not in (RunState.RECEIVED, RunState.VALIDATING):
-            return False
+    def start_validating(r: RunRecord) -> None:
         r.spec = spec
         r.source.validation_blob = validation_blob
         if unknown:
-            r.warn(f"blob metadata not understood, ignored: {', '.join(sorted(unknown))} (see the run spec keys)")
-        r.transition(RunState.VALIDATING, f"model {spec.model}")
-        return True
+            r.warn(
+                "unknown_metadata",
+                f"blob metadata not understood, ignored: {', '.join(sorted(unknown))} (see the run spec keys)",
+            )
 
-    record, _ = store.update(run_id, start_validating)
+    record, _ = store.advance(
+        run_id, (RunState.RECEIVED, RunState.VALIDATING), RunState.VALIDATING, f"model {spec.model}", start_validating
+    )
     if record.state != RunState.VALIDATING:
         return record
 
@@ -142,53 +143,56 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         validation_snapshot = str(validation_client.create_snapshot()["snapshot"])
         pinned_validation = services.blobs.get_blob_client(container, validation_blob, snapshot=validation_snapshot)
     report, sha256 = _validate(services, pinned, pinned_validation, spec)
-    store.put_artifact(run_id, "validation.json", report.model_dump_json(indent=2), "application/json")
+    store.put_artifact(
+        run_id,
+        artifacts.VALIDATION_REPORT,
+        report.model_dump_json(indent=2),
+        artifacts.content_type(artifacts.VALIDATION_REPORT),
+    )
     summary = _summary(report)
     problem = _format_problem(report, spec) if report.valid else None
     if not report.valid or problem:
         message = problem or _rejection_message(report)
 
-        def reject(r: RunRecord) -> bool:
-            if r.state != RunState.VALIDATING:
-                return False
+        def reject(r: RunRecord) -> None:
             r.validation = summary
             r.source.sha256 = sha256
-            r.fail("validation_failed", message, state=RunState.REJECTED)
-            return True
+            r.error = RunError(code="validation_failed", message=message)
 
-        return store.update(run_id, reject)[0]
+        note = f"validation_failed: {message}"[:500]
+        return store.advance(run_id, (RunState.VALIDATING,), RunState.REJECTED, note, reject)[0]
 
     if report.format == "preference" and spec.method != "dpo":
         spec = spec.model_copy(update={"method": "dpo"})
 
-    files = RunFiles(
-        training_blob=f"{container}/{name}",
-        training_snapshot=snapshot,
-        validation_blob=f"{container}/{validation_blob}" if validation_blob else None,
-        validation_snapshot=validation_snapshot,
-        training_filename=f"{run_id}-training.jsonl",
+    training = BlobRef(container=container, name=name, snapshot=snapshot)
+    validation = (
+        BlobRef(container=container, name=validation_blob, snapshot=validation_snapshot) if validation_blob else None
     )
     if validation_blob is None and spec.validation_split > 0:
         staged = _stage_split(services, pinned, run_id, spec.validation_split)
         if staged is not None:
-            files.training_blob, files.validation_blob = staged
-            files.training_snapshot = None  # staging blobs are the run's own
-    if files.validation_blob:
-        files.validation_filename = f"{run_id}-validation.jsonl"
+            training, validation = staged  # staging blobs are the run's own: no snapshot needed
+    files = RunFiles(
+        training=ImportSlot(blob=training, filename=import_filename(run_id, "training")),
+        validation=ImportSlot(blob=validation, filename=import_filename(run_id, "validation") if validation else None),
+    )
 
-    def start_importing(r: RunRecord) -> bool:
-        if r.state != RunState.VALIDATING:
-            return False
+    def start_importing(r: RunRecord) -> None:
         r.spec = spec
         r.validation = summary
         r.source.sha256 = sha256
         r.files = files
         for warning in report.warnings[:5]:
-            r.warn(_issue_text(warning))
-        r.transition(RunState.IMPORTING, f"{report.examples} examples, format {report.format}")
-        return True
+            r.warn(warning.code, _issue_text(warning))
 
-    record, _ = store.update(run_id, start_importing)
+    record, _ = store.advance(
+        run_id,
+        (RunState.VALIDATING,),
+        RunState.IMPORTING,
+        f"{report.examples} examples, format {report.format}",
+        start_importing,
+    )
     if record.state == RunState.IMPORTING:
         ensure_imports(services, run_id)
         record = store.get(run_id)
@@ -317,7 +321,14 @@ def _rejection_message(report: ValidationReport) -> str:
 
 
 # --- staging ----------------------------------------------------------------------------------------------------
-def _stage_split(services: Services, blob: BlobClient, run_id: str, fraction: float) -> tuple[str, str] | None:
+def import_filename(run_id: str, kind: str) -> str:
+    """The name a run's file is imported under: derived from the run, so a lost answer can be found by it."""
+    return f"{run_id}-{kind}.jsonl"
+
+
+def _stage_split(
+    services: Services, blob: BlobClient, run_id: str, fraction: float
+) -> tuple[BlobRef, BlobRef] | None:
     """Split the file by hash into staging blobs. None when it is too small to spare a validation set."""
     staging = services.settings.staging_container
     with (
@@ -331,7 +342,7 @@ def _stage_split(services: Services, blob: BlobClient, run_id: str, fraction: fl
         names = (f"{run_id}/training.jsonl", f"{run_id}/validation.jsonl")
         for stream, blob_name in ((train_out, names[0]), (valid_out, names[1])):
             _upload(services, staging, blob_name, stream)
-    return f"{staging}/{names[0]}", f"{staging}/{names[1]}"
+    return BlobRef(container=staging, name=names[0]), BlobRef(container=staging, name=names[1])
 
 
 def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes]) -> None:
@@ -339,60 +350,3 @@ def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes
     services.blobs.get_blob_client(container, blob_name).upload_blob(
         stream, overwrite=True, content_settings=ContentSettings(content_type="application/jsonl")
     )
-
-
-# --- import -----------------------------------------------------------------------------------------------------
-def ensure_imports(services: Services, run_id: str) -> RunRecord:
-    """Import the run's files (once), under a claim; reconcile a lost answer by file name."""
-    outcome = services.claim(run_id, "import", wanted=lambda r: r.state == RunState.IMPORTING, done=imports_done)
-    record = services.store.get(run_id)
-    if outcome not in (ClaimOutcome.WON, ClaimOutcome.TAKEN_OVER):
-        return record
-    duplicates: list[str] = []
-    existing: dict[str, FileObject] = {}
-    for f in services.aoai.files.list(purpose="fine-tune"):
-        if f.filename and f.status != "deleted":
-            existing.setdefault(f.filename, f)
-    for kind in ("training", "validation"):
-        location = getattr(record.files, f"{kind}_blob")
-        filename = getattr(record.files, f"{kind}_filename")
-        if not location or not filename or getattr(record.files, f"{kind}_file_id"):
-            continue
-        found = existing.get(filename)
-        if found is None:
-            container, blob_name = location.split("/", 1)
-            url = blob_read_url(
-                services.blobs,
-                container,
-                blob_name,
-                snapshot=getattr(record.files, f"{kind}_snapshot"),
-                ttl=timedelta(minutes=services.settings.sas_ttl_minutes),
-                account_key=services.storage.account_key,
-            )
-            try:
-                found = services.aoai.files.import_from_url(filename, url, purpose="fine-tune")
-            except BadRequestError as exc:
-                return services.store.end(run_id, RunState.FAILED, exc.code or "import_failed", exc.message)
-            log.info("run %s: imported %s as %s", run_id, kind, found.id)
-        file_obj = found
-
-        def record_file(r: RunRecord, kind: str = kind, file_obj: FileObject = file_obj) -> bool:
-            recorded = getattr(r.files, f"{kind}_file_id")
-            if recorded and recorded != file_obj.id:
-                duplicates.append(file_obj.id)  # another instance's import won: ours is surplus
-                return False
-            setattr(r.files, f"{kind}_file_id", file_obj.id)
-            setattr(r.files, f"{kind}_status", file_obj.status)
-            if imports_done(r):
-                r.claims.pop("import", None)
-            return True
-
-        record, _ = services.store.update(run_id, record_file)
-    for file_id in duplicates:
-        log.warning("run %s: deleting surplus import %s (another instance recorded its own)", run_id, file_id)
-        services.aoai.files.delete(file_id)
-    return record
-
-
-def imports_done(r: RunRecord) -> bool:
-    return bool(r.files.training_file_id) and (not r.files.validation_blob or bool(r.files.validation_file_id))

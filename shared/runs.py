@@ -1,8 +1,10 @@
 """The run: one dropped blob version on its way to a deployed model, and its record's schema.
 
 A run's record is one JSON document (`runs/<run_id>/run.json` in the runs container). Everything a run
-produces lives beside it under `runs/<run_id>/`. The schema is documented in the README; fields are only
-ever added, never renamed.
+produces lives beside it under `runs/<run_id>/` (names in shared/artifacts.py). The schema is documented in
+the README. Fields are only added; a record written by an earlier version still loads (its flat `files`
+fields and string warnings are read into today's types). The states and their rules are in
+shared/lifecycle.py.
 """
 
 from __future__ import annotations
@@ -10,53 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.gate import GateSpec
+from shared.gate import GateResult, GateSpec
+from shared.lifecycle import SWEPT_STATES, TERMINAL_STATES, RunState, allowed
+from shared.metrics import MetricsSummary
 
-
-class RunState(StrEnum):
-    """Where a run stands. Terminal states never change again."""
-
-    RECEIVED = "received"
-    """The blob event was seen and the record created."""
-    VALIDATING = "validating"
-    """The file is being streamed through the validator."""
-    REJECTED = "rejected"
-    """Terminal: the file or the spec is unusable; the record says which line and which rule."""
-    IMPORTING = "importing"
-    """Valid; the files are being imported into Azure OpenAI and processed there."""
-    TRAINING = "training"
-    """The fine-tuning job exists; the timer follows it."""
-    SUCCEEDED = "succeeded"
-    """The job succeeded; a deploy message is queued (or, with deploy=false, it ends here, measured)."""
-    DEPLOYING = "deploying"
-    """Metrics, quality gate, deployment and smoke test are under way."""
-    DEPLOYED = "deployed"
-    """Terminal: the model is deployed and answered the smoke test."""
-    GATED = "gated"
-    """Terminal: the quality gate refused the model; nothing was deployed."""
-    FAILED = "failed"
-    """Terminal: the service or the pipeline failed; `error` says why in the service's words."""
-    CANCELLED = "cancelled"
-    """Terminal: the job was cancelled."""
-
-
-TERMINAL_STATES = frozenset({RunState.REJECTED, RunState.DEPLOYED, RunState.GATED, RunState.FAILED, RunState.CANCELLED})
-# States the timer advances. Found through the blob index tag `active`, never by listing every run.
-ACTIVE_STATES = frozenset({RunState.RECEIVED, RunState.VALIDATING, RunState.IMPORTING, RunState.TRAINING})
-
-ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.RECEIVED: frozenset({RunState.VALIDATING, RunState.REJECTED, RunState.FAILED}),
-    RunState.VALIDATING: frozenset({RunState.IMPORTING, RunState.REJECTED, RunState.FAILED}),
-    RunState.IMPORTING: frozenset({RunState.TRAINING, RunState.FAILED}),
-    RunState.TRAINING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
-    RunState.SUCCEEDED: frozenset({RunState.DEPLOYING, RunState.FAILED}),
-    RunState.DEPLOYING: frozenset({RunState.DEPLOYED, RunState.GATED, RunState.FAILED, RunState.SUCCEEDED}),
-}
+__all__ = ["SWEPT_STATES", "TERMINAL_STATES", "RunRecord", "RunState"]
 
 
 def utcnow() -> datetime:
@@ -132,26 +96,124 @@ class RunSpec(_Model):
     gate: GateSpec | None = None
 
 
-class Claim(_Model):
-    """A create about to be sent: written (conditionally) before the POST, so two instances never both send it."""
+class BlobRef(_Model):
+    """A blob (optionally one snapshot of it): where a file the run imports is read from."""
 
-    at: datetime
-    by: str
+    container: str
+    name: str
+    snapshot: str | None = None
+
+    @classmethod
+    def parse(cls, location: str | None, snapshot: str | None = None) -> BlobRef | None:
+        """From the `container/name` strings of schema 1."""
+        if not location or "/" not in location:
+            return None
+        container, name = location.split("/", 1)
+        return cls(container=container, name=name, snapshot=snapshot)
+
+    def __str__(self) -> str:
+        return f"{self.container}/{self.name}"
+
+
+class ImportSlot(_Model):
+    """One file the run imports into Azure OpenAI (training, validation): where from, under which name, as what."""
+
+    blob: BlobRef | None = None
+    filename: str | None = None
+    """The run-derived name it is imported under (how a lost answer is reconciled)."""
+    file_id: str | None = None
+    status: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.blob is not None and self.filename is not None
+
+
+IMPORT_KINDS = ("training", "validation")
 
 
 class RunFiles(_Model):
-    training_blob: str | None = None
-    """Where the imported training content lives (`container/name`: the dropped blob, or the staged split)."""
-    training_snapshot: str | None = None
-    """The snapshot of the dropped blob that was validated and is imported (None for staged files)."""
-    validation_blob: str | None = None
-    validation_snapshot: str | None = None
-    training_filename: str | None = None
-    validation_filename: str | None = None
-    training_file_id: str | None = None
-    validation_file_id: str | None = None
-    training_status: str | None = None
-    validation_status: str | None = None
+    training: ImportSlot = Field(default_factory=ImportSlot)
+    validation: ImportSlot = Field(default_factory=ImportSlot)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_schema_1(cls, data: Any) -> Any:
+        """Schema 1 kept flat `training_blob`, `training_snapshot`, `training_file_id`, ... fields."""
+        if not isinstance(data, dict) or not any(k.endswith(("_blob", "_file_id", "_filename")) for k in data):
+            return data
+        upgraded: dict[str, Any] = {}
+        for kind in IMPORT_KINDS:
+            blob = BlobRef.parse(data.get(f"{kind}_blob"), data.get(f"{kind}_snapshot"))
+            upgraded[kind] = {
+                "blob": blob.model_dump() if blob else None,
+                "filename": data.get(f"{kind}_filename"),
+                "file_id": data.get(f"{kind}_file_id"),
+                "status": data.get(f"{kind}_status"),
+            }
+        return upgraded
+
+    def slot(self, kind: str) -> ImportSlot:
+        if kind not in IMPORT_KINDS:
+            raise KeyError(kind)
+        slot: ImportSlot = getattr(self, kind)
+        return slot
+
+    def slots(self) -> list[tuple[str, ImportSlot]]:
+        return [(kind, self.slot(kind)) for kind in IMPORT_KINDS]
+
+    @property
+    def imported(self) -> bool:
+        """Every wanted file has its file id (a job is never created with only some of its files)."""
+        return self.training.file_id is not None and all(s.file_id for _, s in self.slots() if s.wanted)
+
+
+class Lease(_Model):
+    """Who may send an effect now (see shared/effects.py). `generation` fences out an earlier holder."""
+
+    generation: int = 0
+    holder: str | None = None
+    """None when free."""
+    expires_at: datetime | None = None
+    reconcile: bool = False
+    """The next holder must look for the object before creating it (a holder died, or an answer was lost)."""
+    done: bool = False
+    """The effect's result is recorded: nothing more to send under this key."""
+
+    def held(self, now: datetime) -> bool:
+        return self.holder is not None and self.expires_at is not None and now < self.expires_at
+
+
+class SurplusObject(_Model):
+    """An object the service created that is not the run's result (a late answer of a fenced-off holder, or a
+    second copy found when reconciling). The timer deletes or cancels it and records when."""
+
+    kind: Literal["file", "job", "deployment"]
+    id: str
+    effect: str
+    found_at: datetime
+    reason: str
+    removed_at: datetime | None = None
+    removal_error: str | None = None
+
+
+class Attempt(_Model):
+    """The last thing that went wrong on the way (overwritten per attempt; what a deadline failure reports)."""
+
+    code: str
+    message: str
+    at: datetime
+
+
+class Note(_Model):
+    """A warning, one per code (a repeat updates the message and the count instead of adding a line)."""
+
+    code: str
+    message: str
+    count: int = 1
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class CheckpointInfo(_Model):
@@ -213,7 +275,7 @@ class ValidationSummary(_Model):
 class RunRecord(_Model):
     """The record of one run (schema in the README)."""
 
-    schema_version: int = 1
+    schema_version: int = 2
     id: str
     state: RunState = RunState.RECEIVED
     created_at: datetime
@@ -224,23 +286,41 @@ class RunRecord(_Model):
     files: RunFiles = Field(default_factory=RunFiles)
     job: RunJob = Field(default_factory=RunJob)
     deployment: RunDeployment = Field(default_factory=RunDeployment)
-    metrics: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None
-    claims: dict[str, Claim] = Field(default_factory=dict)
-    """Creates in flight (`import`, `job_create`): see shared/claims.py."""
-    warnings: list[str] = Field(default_factory=list)
+    metrics: MetricsSummary | None = None
+    gate: GateResult | None = None
+    leases: dict[str, Lease] = Field(default_factory=dict)
+    """One per effect key (`import:training`, `job_create`, `deploy`, ...): see shared/effects.py."""
+    surplus: list[SurplusObject] = Field(default_factory=list)
+    last_attempt: Attempt | None = None
+    warnings: list[Note] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     error: RunError | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_schema_1(cls, data: Any) -> Any:
+        """Read a schema-1 record into today's types (it is written back as schema 2)."""
+        if isinstance(data, dict) and data.get("schema_version", 2) < 2:
+            data = dict(data, schema_version=2)
+            data["warnings"] = [
+                {"code": "note", "message": w} if isinstance(w, str) else w for w in data.get("warnings") or []
+            ]
+        return data
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def needs_sweep(self) -> bool:
+        """The timer must look at this run: its state is swept, or objects it does not own wait for deletion."""
+        return self.state in SWEPT_STATES or any(s.removed_at is None for s in self.surplus)
+
     def transition(self, state: RunState, note: str = "", *, at: datetime | None = None) -> None:
         """Move to `state`, recording it in the history. Raises on a move the lifecycle does not allow."""
         if state == self.state:
             return
-        if state not in ALLOWED_TRANSITIONS.get(self.state, frozenset()):
+        if not allowed(self.state, state):
             raise InvalidTransition(f"run {self.id}: {self.state.value} -> {state.value} is not allowed")
         now = at or utcnow()
         self.state = state
@@ -251,17 +331,29 @@ class RunRecord(_Model):
         self.error = RunError(code=code, message=message)
         self.transition(state, f"{code}: {message}"[:500])
 
-    def warn(self, message: str) -> bool:
-        """Add a warning once; False when it was already there (nothing to write)."""
-        if message in self.warnings:
+    def warn(self, code: str, message: str) -> bool:
+        """Note a warning, once per code. False when nothing changed (nothing to write)."""
+        for note in self.warnings:
+            if note.code == code:
+                if note.message == message:
+                    return False
+                note.message = message
+                note.count += 1
+                return True
+        self.warnings.append(Note(code=code, message=message))
+        return True
+
+    def attempted(self, code: str, message: str) -> bool:
+        """Record what went wrong on this attempt (replacing the previous one). False when it is the same."""
+        if self.last_attempt is not None and (self.last_attempt.code, self.last_attempt.message) == (code, message):
             return False
-        self.warnings.append(message)
+        self.last_attempt = Attempt(code=code, message=message[:1000], at=utcnow())
         return True
 
     @property
     def awaits_deploy(self) -> bool:
-        """Succeeded and due a deployment: the timer re-queues the deploy message if it was lost."""
-        return self.state == RunState.SUCCEEDED and self.spec is not None and self.spec.deployment.enabled
+        """Trained, with a deploy message due (the queue takes it from here; the timer re-queues a lost one)."""
+        return self.state == RunState.SUCCEEDED
 
     def entered(self, state: RunState) -> datetime | None:
         """When the run last entered `state`."""

@@ -259,7 +259,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             answer = (d.smoke_test.answer or "")[:80]
             print(f"  smoke test  {d.smoke_test.status} in {d.smoke_test.latency_ms} ms: {answer}")
     for w in r.warnings:
-        print(f"  warning     {w}")
+        print(f"  warning     {w.message}" + (f" (x{w.count})" if w.count > 1 else ""))
+    if r.last_attempt and not r.terminal:
+        print(f"  last try    {r.last_attempt.code}: {r.last_attempt.message}")
     if r.error:
         print(f"  error       {r.error.code}: {r.error.message}")
     print("  history")

@@ -3,14 +3,20 @@
 Every write of a record carries the ETag it was read with (`If-Match`), and the first write carries
 `If-None-Match: *`, so two instances handling the same event can never both win. Each record blob also
 carries blob index tags (`active`, `state`) written in the same request as its content: the timer finds the
-runs it must advance with one tag query instead of listing every run.
+runs it must advance with one tag query instead of listing every run. `active` is derived from the lifecycle
+table (`RunRecord.needs_sweep`).
+
+Nothing is written onto an ended run unless the caller says so (`on_ended=True`: recording the removal of a
+surplus object, cleanup): a late writer can never move or change a run that has already ended.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import random
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +24,15 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
+from shared import artifacts
 from shared.names import check_artifact_name, check_blob_name, check_run_id
-from shared.runs import ACTIVE_STATES, RunRecord, RunState
+from shared.runs import RunRecord, RunState
 
 log = logging.getLogger(__name__)
 
-RECORD_NAME = "run.json"
+RECORD_NAME = artifacts.RECORD
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 1.0
 
 
 class RunStoreError(RuntimeError):
@@ -46,7 +55,7 @@ def run_folder(run_id: str) -> str:
 def _tags(record: RunRecord) -> dict[str, str]:
     """Blob index tags: enough for the timer to skip reading a record whose job has not moved."""
     return {
-        "active": "1" if record.state in ACTIVE_STATES or record.awaits_deploy else "0",
+        "active": "1" if record.needs_sweep else "0",
         "state": record.state.value,
         "job": record.job.id or "-",
         "job_status": record.job.status or "-",
@@ -134,30 +143,68 @@ class RunStore:
         return str(result["etag"])
 
     def update(
-        self, run_id: str, mutate: Callable[[RunRecord], bool | None], *, attempts: int = 8
+        self,
+        run_id: str,
+        mutate: Callable[[RunRecord], bool | None],
+        *,
+        on_ended: bool = False,
+        attempts: int = 10,
     ) -> tuple[RunRecord, str]:
         """Read-modify-write with optimistic concurrency.
 
         `mutate` changes the record in place and returns False to write nothing. It may be called
-        several times (once per conflicting writer), so it must only decide from the record it is given.
+        several times (once per conflicting writer, with a jittered back-off in between), so it must only
+        decide from the record it is given. An ended run is left alone unless `on_ended`.
         """
-        for _ in range(attempts):
+        for attempt in range(attempts):
             found = self.load(run_id)
             if found is None:
                 raise RunNotFound(f"no run {run_id!r}")
             record, etag = found
             before = record.state
+            if record.terminal and not on_ended:
+                return record, etag
             if mutate(record) is False:
                 return record, etag
             try:
                 new_etag = self.save(record, etag)
             except ConcurrentUpdate:
                 log.debug("run %s: concurrent update, re-reading", run_id)
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))  # back off, then retry
                 continue
             if record.state != before:
                 self._changed(record, before)
             return record, new_etag
         raise ConcurrentUpdate(f"run {run_id}: gave up after {attempts} conflicting writes")
+
+    def advance(
+        self,
+        run_id: str,
+        from_states: Collection[RunState],
+        to_state: RunState,
+        note: str = "",
+        apply: Callable[[RunRecord], None] | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Move a run from one of `from_states` to `to_state` (applying `apply` in the same write).
+
+        Returns (record, moved). A run found in any other state is left as it is: the caller need not
+        re-check where the run stands, and nothing ever writes onto an ended run.
+        """
+        moved = False
+
+        def mutate(r: RunRecord) -> bool:
+            nonlocal moved
+            moved = False
+            if r.state not in from_states:
+                return False
+            if apply is not None:
+                apply(r)
+            r.transition(to_state, note)
+            moved = True
+            return True
+
+        record, _ = self.update(run_id, mutate)
+        return record, moved
 
     def _changed(self, record: RunRecord, before: RunState) -> None:
         log.info("run %s: %s -> %s", record.id, before.value, record.state.value)
@@ -170,15 +217,19 @@ class RunStore:
     def end(self, run_id: str, state: RunState, code: str, message: str) -> RunRecord:
         """End a run once (rejected, failed, gated, cancelled) with the reason; a no-op if it already ended."""
 
-        def mutate(r: RunRecord) -> bool:
-            if r.terminal:
-                return False
-            if r.state == RunState.SUCCEEDED and state != RunState.FAILED:
-                r.transition(RunState.DEPLOYING)
+        def mutate(r: RunRecord) -> None:
             r.fail(code, message, state=state)
-            return True
 
-        return self.update(run_id, mutate)[0]
+        def can_end(r: RunRecord) -> bool:
+            from shared.lifecycle import allowed
+
+            return allowed(r.state, state)
+
+        return self.update(run_id, lambda r: mutate(r) if can_end(r) else False)[0]
+
+    def note(self, run_id: str, code: str, message: str, *, attempt: bool = False) -> RunRecord:
+        """A warning (once per code), or with `attempt` the reason of this attempt's failure (replaced each time)."""
+        return self.update(run_id, lambda r: r.attempted(code, message) if attempt else r.warn(code, message))[0]
 
     def active_runs(self) -> list[ActiveRun]:
         """Runs the timer must advance, from one blob index query (never a listing of all runs)."""
@@ -209,6 +260,36 @@ class RunStore:
                 yield RunRecord.model_validate_json(data)
 
     # --- artifacts ----------------------------------------------------------------------------------------
+    def update_json(self, run_id: str, name: str, mutate: Callable[[Any], Any], *, attempts: int = 10) -> Any:
+        """Read-modify-write of a JSON artifact under an ETag condition (two writers never lose each other's part).
+
+        `mutate` gets the current document (None when absent) and returns the new one, or None to write nothing.
+        """
+        blob = self.container.get_blob_client(run_folder(run_id) + name)
+        for attempt in range(attempts):
+            try:
+                downloader = blob.download_blob()
+                current, etag = json.loads(downloader.readall()), str(downloader.properties.etag)
+            except ResourceNotFoundError:
+                current, etag = None, None
+            document = mutate(current)
+            if document is None:
+                return current
+            data = json.dumps(document, indent=2, default=str)
+            settings = ContentSettings(content_type=artifacts.content_type(name))
+            try:
+                if etag is None:
+                    blob.upload_blob(data, overwrite=False, content_settings=settings)
+                else:
+                    blob.upload_blob(
+                        data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
+                        content_settings=settings,
+                    )
+                return document
+            except (ResourceModifiedError, ResourceExistsError):
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
+        raise ConcurrentUpdate(f"run {run_id}: {name} gave up after {attempts} conflicting writes")
+
     def put_artifact(self, run_id: str, name: str, data: bytes | str, content_type: str) -> str:
         blob_name = run_folder(run_id) + check_artifact_name(name)
         self.container.upload_blob(

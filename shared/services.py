@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -20,12 +21,12 @@ from azure.storage.queue import QueueClient
 
 from shared.aoai import AzureOpenAIClient, DeploymentsClient
 from shared.aoai.redact import scrub_http_client_logs
-from shared.claims import ClaimOutcome, claim
 from shared.connections import StorageConnection
+from shared.effects import EffectRunner
+from shared.hostconfig import HostConfig
 from shared.notifications import Notifier, Outbox, build_notifications
-from shared.runs import RunRecord
 from shared.runstore import RunStore
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, check_configuration, get_settings
 from shared.telemetry import service_transport, watch_queues
 
 
@@ -39,13 +40,23 @@ class Services:
     deployments: DeploymentsClient | None
     notifier: Notifier
     outbox: Outbox
+    host: HostConfig
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    _queues: dict[str, QueueClient] = field(default_factory=dict, repr=False)
+    effects: EffectRunner = field(init=False)
+    _queues: dict[str, QueueClient] = field(default_factory=dict, init=False, repr=False)
+    _queues_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.effects = EffectRunner(self.store, self.instance, lease_seconds=self.settings.lease_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Services:
+        """Build every client once. Refuses (ConfigurationError) settings that break a bound with host.json."""
         scrub_http_client_logs()  # request URLs in httpx's log lines lose SAS signatures and passwords
-        storage = StorageConnection.from_settings(settings.storage_connection, os.environ if env is None else env)
+        env = os.environ if env is None else env
+        host = HostConfig.load(env=env)
+        check_configuration(settings, host)
+        storage = StorageConnection.from_settings(settings.storage_connection, env)
         blobs = storage.blob_service_client()
         key = settings.azure_openai_api_key
         aoai = AzureOpenAIClient(
@@ -71,33 +82,25 @@ class Services:
             )
         notifier, outbox = build_notifications(settings, storage)
         store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
-        return cls(settings, storage, blobs, store, aoai, deployments, notifier, outbox)
+        return cls(settings, storage, blobs, store, aoai, deployments, notifier, outbox, host)
 
-    def claim(
-        self, run_id: str, key: str, *, wanted: Callable[[RunRecord], bool], done: Callable[[RunRecord], bool]
-    ) -> ClaimOutcome:
-        """Claim a create for this instance (see shared/claims.py)."""
-        return claim(
-            self.store,
-            run_id,
-            key,
-            by=self.instance,
-            timeout=self.settings.claim_timeout_seconds,
-            wanted=wanted,
-            done=done,
-        )
+    @property
+    def deploy_attempts(self) -> int:
+        """How many times the deploy queue delivers a message before poisoning it: host.json's, never a copy."""
+        return self.host.max_dequeue_count
 
     def queue(self, name: str) -> QueueClient:
-        """A queue client using the host's message encoding (base64); the queue is created once per process."""
-        client = self._queues.get(name)
-        if client is None:
-            client = self.storage.queue_client(name)
-            try:
-                client.create_queue()
-            except ResourceExistsError:
-                pass
-            self._queues[name] = client
-        return client
+        """A queue client using the host's message encoding (base64): built and the queue created once."""
+        with self._queues_lock:
+            client = self._queues.get(name)
+            if client is None:
+                client = self.storage.queue_client(name)
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                self._queues[name] = client
+            return client
 
     def queues_written(self) -> list[str]:
         """Every queue the app uses: deploy, submit, events (when set), the webhook outbox and its poison queue."""

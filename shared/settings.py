@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.hostconfig import HostConfig
+
 BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
 
 
@@ -77,15 +79,19 @@ class Settings(BaseSettings):
     sas_ttl_minutes: int = Field(default=120, ge=5, le=24 * 60, description="Lifetime of the import SAS URL.")
     max_file_bytes: int = 512 * 1024 * 1024
     queued_warning_minutes: float = Field(default=60.0, description="Warn on a run whose job waits longer than this.")
-    claim_timeout_seconds: float = Field(
-        default=600.0,
-        description="A create claimed this long ago with no answer recorded is reconciled and retried. Must exceed "
-        "the client's worst case for one create (4 tries x 60 s read timeout + 3 waits of at most 60 s = 420 s).",
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=600.0,
+        description="Lease time of an effect in flight (import, job create, deployment): a live holder renews it "
+        "every third of this; a dead one loses it after this. How long a lease may be held at most is derived from "
+        "the client's own timeouts and retries, not set here.",
     )
     tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
-    deploy_max_attempts: int = Field(default=5, description="Must match host.json queues.maxDequeueCount.")
     deploy_wait_seconds: float = Field(
-        default=420.0, description="Longest wait for a deployment in one invocation (below host.json functionTimeout)."
+        default=420.0,
+        description="Longest wait for a deployment in one invocation; checked at start-up to be below host.json "
+        "functionTimeout. The deploy queue's attempts are host.json queues.maxDequeueCount (read, never copied).",
     )
     smoke_test: bool = True
     submit_allow_local_http: bool = Field(
@@ -133,6 +139,24 @@ class Settings(BaseSettings):
             except Exception as exc:  # noqa: BLE001 - any decoding failure means the same: unusable secret
                 raise ValueError(f"NOTIFY_WEBHOOK_SECRET is not whsec_ + base64 ({type(exc).__name__})") from None
         return self
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work together: the app refuses to start and says which and why."""
+
+
+def check_configuration(settings: Settings, host: HostConfig) -> None:
+    """Bounds that must hold between settings and host.json; raises ConfigurationError naming each broken one."""
+    problems = []
+    if host.function_timeout is not None and settings.deploy_wait_seconds >= host.function_timeout:
+        problems.append(
+            f"DEPLOY_WAIT_SECONDS={settings.deploy_wait_seconds:g} must be below host.json functionTimeout "
+            f"({host.function_timeout:g} s): an invocation waiting that long is killed before it can re-queue"
+        )
+    if host.max_dequeue_count < 1:
+        problems.append(f"host.json extensions.queues.maxDequeueCount={host.max_dequeue_count} must be at least 1")
+    if problems:
+        raise ConfigurationError("the app cannot start with these settings: " + "; ".join(problems))
 
 
 @lru_cache(maxsize=1)

@@ -68,7 +68,7 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
     validation = record.validation
     job = record.job
     deployment = record.deployment
-    metrics = record.metrics or {}
+    metrics = record.metrics
     tokens = job.trained_tokens
     if tokens is None and validation is not None:
         tokens = validation.billed_tokens
@@ -76,8 +76,8 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
     if price_per_million_tokens is not None and tokens is not None:
         cost = round(tokens * price_per_million_tokens / 1_000_000, 4)
     verdict = None
-    if record.gate is not None and "passed" in record.gate:
-        verdict = "passed" if record.gate["passed"] else "failed"
+    if record.gate is not None:
+        verdict = "passed" if record.gate.passed else "failed"
     return RunSummary(
         id=record.id,
         state=record.state.value,
@@ -103,8 +103,10 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
         deployed_model=deployment.model,
         smoke_test=deployment.smoke_test.status if deployment.smoke_test else None,
         verdict=verdict,
-        final_train_loss=_number(metrics.get("final_train_loss")),
-        final_valid_loss=_first_number(metrics.get("final_full_valid_loss"), metrics.get("final_valid_loss")),
+        final_train_loss=_number(metrics.final_train_loss) if metrics else None,
+        final_valid_loss=(
+            _first_number(metrics.final_full_valid_loss, metrics.final_valid_loss) if metrics else None
+        ),
         error=SummaryError(code=record.error.code, message=record.error.message) if record.error else None,
         warnings=len(record.warnings),
         last_note=record.history[-1].note if record.history else "",

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 
 from shared.charts import HEIGHT_PX, WIDTH_PX, ChartMarks, _smooth, chart_figures, chart_marks, render_charts
-from shared.metrics import parse_results
+from shared.metrics import CheckpointRef, parse_results, summarize
 
 DATA = Path(__file__).parent / "data" / "results"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -181,9 +181,11 @@ def test_chart_marks_come_from_the_record() -> None:
         CheckpointInfo(id=f"ftchkpt-{n}", step_number=10 * n, fine_tuned_model_checkpoint=f"m.ft-final:ckpt-{10 * n}")
         for n in (1, 2)
     ]
-    record.metrics = {"best_checkpoint": {"id": "ftchkpt-2", "step_number": 20, "fine_tuned_model_checkpoint": "x"}}
-    record.deployment.model, record.deployment.provisioning_state = "m.ft-final:ckpt-10", "Succeeded"
     table = parse_results(_results(3))
+    record.metrics = summarize(table).model_copy(
+        update={"best_checkpoint": CheckpointRef(id="ftchkpt-2", step_number=20, fine_tuned_model_checkpoint="x")}
+    )
+    record.deployment.model, record.deployment.provisioning_state = "m.ft-final:ckpt-10", "Succeeded"
     marks = chart_marks(record, table)
     assert list(marks.epoch_ends) == [10, 20, 30] and marks.best_step == 20 and marks.deployed_step == 10
     assert list(marks.loss_limits) == [("max validation loss", 0.4)]

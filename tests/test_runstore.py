@@ -1,16 +1,14 @@
-"""Run records on real Azurite: conditional writes, index tags, claims, concurrent writers."""
+"""Run records on real Azurite: conditional writes, index tags, guarded advances, concurrent writers."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.claims import ClaimOutcome, claim
-from shared.runs import Claim, InvalidTransition, RunRecord, RunSource, RunState, derive_run_id
+from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, derive_run_id
 from shared.runstore import ConcurrentUpdate, RunStore
 
 
@@ -68,14 +66,14 @@ def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
     record, _, _ = store.create(_record())
 
     def add_warning(n: int) -> None:
-        store.update(record.id, lambda r: r.warn(f"warning {n}"), attempts=50)
+        store.update(record.id, lambda r: r.warn(f"code-{n}", f"warning {n}"), attempts=50)
 
     threads = [threading.Thread(target=add_warning, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(store.get(record.id).warnings) == sorted(f"warning {n}" for n in range(8))
+    assert sorted(w.message for w in store.get(record.id).warnings) == sorted(f"warning {n}" for n in range(8))
 
 
 def test_illegal_transition_is_refused() -> None:
@@ -91,54 +89,58 @@ def test_state_change_listener_called_once_per_change(store: RunStore) -> None:
     store.on_change = lambda r, before: seen.append((before.value, r.state.value))
     record, _, _ = store.create(_record())
     store.update(record.id, lambda r: r.transition(RunState.VALIDATING))
-    store.update(record.id, lambda r: r.warn("no state change"))
+    store.update(record.id, lambda r: r.warn("note", "no state change"))
     assert seen == [("received", "validating")]
 
 
-def _claim(store: RunStore, run_id: str, by: str, timeout: float = 60) -> ClaimOutcome:
-    return claim(
-        store,
-        run_id,
-        "job_create",
-        by=by,
-        timeout=timeout,
-        wanted=lambda r: r.state == RunState.RECEIVED,
-        done=lambda r: r.job.id is not None,
-    )
-
-
-def test_claim_is_won_by_exactly_one_of_many(store: RunStore) -> None:
+def test_advance_moves_only_from_the_given_states(store: RunStore) -> None:
     record, _, _ = store.create(_record())
-    outcomes: list[ClaimOutcome] = []
-    lock = threading.Lock()
+    moved = store.advance(record.id, (RunState.IMPORTING,), RunState.TRAINING, "not from received")
+    assert moved[1] is False and moved[0].state == RunState.RECEIVED
+    applied: list[str] = []
+    record, ok = store.advance(
+        record.id, (RunState.RECEIVED,), RunState.VALIDATING, "go", lambda r: applied.append(r.state.value)
+    )
+    assert ok and record.state == RunState.VALIDATING and applied == ["received"]
+    assert record.history[-1].note == "go"
 
-    def contend(n: int) -> None:
-        outcome = _claim(store, record.id, f"instance-{n}")
-        with lock:
-            outcomes.append(outcome)
 
-    threads = [threading.Thread(target=contend, args=(n,)) for n in range(6)]
+def test_nothing_is_written_onto_an_ended_run(store: RunStore) -> None:
+    record, _, _ = store.create(_record())
+    store.end(record.id, RunState.REJECTED, "validation_failed", "line 3: bad")
+    _, etag = store.load(record.id) or (None, "")
+    after, same_etag = store.update(record.id, lambda r: r.warn("late", "a late writer"))
+    assert same_etag == etag and after.warnings == []
+    ended_again = store.end(record.id, RunState.FAILED, "other", "a second ending")
+    assert ended_again.state == RunState.REJECTED and ended_again.error is not None
+    assert ended_again.error.code == "validation_failed"
+    # an explicit on_ended write (recording a surplus removal, a cleanup) still lands
+    after, _ = store.update(record.id, lambda r: r.warn("cleaned_up", "deleted file x"), on_ended=True)
+    assert [w.code for w in after.warnings] == ["cleaned_up"]
+
+
+def test_warnings_are_kept_once_per_code(store: RunStore) -> None:
+    record, _, _ = store.create(_record())
+    for n in range(5):
+        store.note(record.id, "service_error", f"503 from the service (request {n})")
+        store.note(record.id, "throttled", f"attempt {n}", attempt=True)
+    stored = store.get(record.id)
+    assert [(w.code, w.count) for w in stored.warnings] == [("service_error", 5)]
+    assert stored.warnings[0].message.endswith("(request 4)")
+    assert stored.last_attempt is not None and stored.last_attempt.message == "attempt 4"
+
+
+def test_json_artifact_updates_lose_nothing_between_writers(store: RunStore) -> None:
+    record, _, _ = store.create(_record())
+
+    def add(n: int) -> None:
+        store.update_json(record.id, "events.json", lambda doc: [*(doc or []), n])
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert outcomes.count(ClaimOutcome.WON) == 1
-    assert outcomes.count(ClaimOutcome.HELD) == 5
+    import json
 
-
-def test_stale_claim_is_taken_over_and_done_claim_is_left(store: RunStore) -> None:
-    record, _, _ = store.create(_record())
-    assert _claim(store, record.id, "a") == ClaimOutcome.WON
-    assert _claim(store, record.id, "b") == ClaimOutcome.HELD
-
-    def age(r: RunRecord) -> None:
-        current = r.claims["job_create"]
-        r.claims["job_create"] = Claim(at=current.at - timedelta(minutes=10), by="a")
-
-    store.update(record.id, age)
-    assert _claim(store, record.id, "b") == ClaimOutcome.TAKEN_OVER
-    assert store.get(record.id).claims["job_create"].by == "b"
-    store.update(record.id, lambda r: setattr(r.job, "id", "ftjob-1"))
-    assert _claim(store, record.id, "c") == ClaimOutcome.DONE
-    store.update(record.id, lambda r: r.fail("x", "y", state=RunState.REJECTED))
-    assert _claim(store, record.id, "c") == ClaimOutcome.GONE
+    assert sorted(json.loads(store.get_artifact(record.id, "events.json") or b"[]")) == list(range(6))

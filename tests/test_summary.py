@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from shared.gate import GateResult
+from shared.metrics import MetricsSummary
 from shared.runs import RunRecord, RunSource, RunSpec, RunState, SmokeTest, ValidationSummary
 from shared.summary import run_summary
+
+DEMO_RECORD = Path(__file__).resolve().parent / "data" / "records" / "schema1-deployed.json"
 
 
 def _record() -> RunRecord:
@@ -23,12 +30,16 @@ def test_a_deployed_run_carries_tokens_cost_verdict_and_smoke_test() -> None:
     record = _record()
     record.spec = RunSpec(model="gpt-4o-mini-2024-07-18", profile="support")
     record.validation = ValidationSummary(valid=True, format="chat", examples=69, billed_tokens=30_000)
-    for state in (RunState.VALIDATING, RunState.IMPORTING, RunState.TRAINING, RunState.SUCCEEDED, RunState.DEPLOYING):
+    for state in (RunState.VALIDATING, RunState.IMPORTING, RunState.TRAINING, RunState.SUCCEEDED,
+                  RunState.MEASURING, RunState.DEPLOYING):
         record.transition(state)
     record.job.id, record.job.status, record.job.trained_tokens = "ftjob-1", "succeeded", 28_608
     record.job.fine_tuned_model = "gpt-4o-mini.ft-1"
-    record.metrics = {"final_train_loss": 0.2, "final_full_valid_loss": 0.0, "final_valid_loss": 0.3}
-    record.gate = {"passed": True, "reasons": []}
+    measured = json.loads(DEMO_RECORD.read_bytes())["metrics"]  # a real metrics.json
+    record.metrics = MetricsSummary.model_validate(
+        measured | {"final_train_loss": 0.2, "final_full_valid_loss": 0.0, "final_valid_loss": 0.3}
+    )
+    record.gate = GateResult(passed=True, reasons=[])
     record.deployment.name, record.deployment.provisioning_state = "support", "Succeeded"
     record.deployment.smoke_test = SmokeTest(prompt="hi", answer="hello", status="passed", latency_ms=4)
     record.transition(RunState.DEPLOYED, "smoke test passed")
@@ -45,7 +56,7 @@ def test_a_deployed_run_carries_tokens_cost_verdict_and_smoke_test() -> None:
 def test_a_failed_run_keeps_the_services_words_and_the_estimate_prices_billed_tokens() -> None:
     record = _record()
     record.validation = ValidationSummary(valid=True, examples=10, billed_tokens=1_000_000)
-    record.gate = {"passed": False, "reasons": ["valid_loss 0.9 is above the limit 0.5"]}
+    record.gate = GateResult(passed=False, reasons=["valid_loss 0.9 is above the limit 0.5"])
     record.fail("InsufficientQuota", "The specified capacity '120' is bigger than available capacity '0'.")
     summary = run_summary(record, price_per_million_tokens=2.5)
     assert summary.state == "failed" and summary.terminal and summary.verdict == "failed"

@@ -68,6 +68,17 @@ class BaseClient:
         )
         self.base_url = self._http.base_url
 
+    def worst_case_seconds(self) -> float:
+        """The longest one call can take as configured: every try at its full timeouts, every wait at its cap.
+
+        How long an effect's lease may be held (shared/effects.py) is derived from this, never kept by hand.
+        """
+        timeout = self._http.timeout
+        per_try = sum(t or 0.0 for t in (timeout.connect, timeout.write, timeout.read))
+        retry = self.retry_transport
+        waits = retry.max_retries * max(retry.max_retry_after, retry.backoff_cap)
+        return (retry.max_retries + 1) * per_try + waits
+
     # -- lifecycle ------------------------------------------------------------------------------------
     def close(self) -> None:
         self._http.close()

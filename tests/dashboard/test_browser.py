@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +24,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devstack import Stack
+from shared.metrics import MetricsSummary
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
@@ -190,7 +190,7 @@ def test_a_deployed_run_shows_charts_that_load_the_smoke_test_and_its_timeline(r
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=charts.nth(i).element_handle())
         assert charts.nth(i).evaluate("img => img.naturalWidth") == 1200
     expect(charts.first).to_have_attribute("alt", "Training loss by step: final training loss " +
-                                           f"{runs.services.store.get(run_id).metrics['final_train_loss']:.4f}, " +
+                                           f"{runs.services.store.get(run_id).metrics.final_train_loss:.4f}, " +
                                            "final validation loss " +
                                            f"{_valid_loss(runs.services.store.get(run_id).metrics):.4f}")
     deployment = page.get_by_role("region", name="Deployment")
@@ -214,10 +214,10 @@ def test_a_deployed_run_shows_charts_that_load_the_smoke_test_and_its_timeline(r
     expect(page.get_by_role("status")).to_have_count(0)  # terminal: no refresh
 
 
-def _valid_loss(metrics: dict[str, Any] | None) -> float:
+def _valid_loss(metrics: MetricsSummary | None) -> float:
     assert metrics is not None
-    value = metrics.get("final_full_valid_loss")
-    return float(value if value is not None else metrics["final_valid_loss"])
+    value = metrics.final_full_valid_loss
+    return float(value if value is not None else metrics.final_valid_loss)
 
 
 def test_a_failed_run_shows_the_services_words(runs: Runs, page: Page) -> None:

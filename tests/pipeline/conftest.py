@@ -7,17 +7,18 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared.advance import tick
 from shared.deploy import DeployRetry, handle_deploy_message
 from shared.ingest import handle_new_blob
 from shared.runs import RunRecord
 from shared.services import Services
 from shared.settings import settings_from_env
-from shared.training import tick
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DATA = REPO / "demo" / "data"
@@ -40,9 +41,8 @@ def app_env(azurite: Any, emulator: Any, unique_name: Callable[[str], str]) -> d
         "AZURE_RESOURCE_GROUP": "rg-test",
         "AZURE_OPENAI_ACCOUNT_NAME": "aoai-test",
         "LRO_MAX_WAIT_SECONDS": "0.5",
-        "CLAIM_TIMEOUT_SECONDS": "1",
+        "LEASE_SECONDS": "1.5",
         "TRAINING_POLL_SCHEDULE": "*/1 * * * * *",
-        "DEPLOY_MAX_ATTEMPTS": "3",
         "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
     }
@@ -92,9 +92,14 @@ def chat_lines(n: int, *, tag: str = "", marker: str = "") -> bytes:
 
 @dataclass
 class Driver:
-    """Runs the app's handlers in-process, the way the host would: blob event, timer ticks, queue messages."""
+    """Runs the app's handlers in-process, the way the host would: blob event, timer ticks, queue messages.
+
+    Between ticks it moves the emulator's clock forward instead of sleeping, so how fast a job trains does not
+    depend on how fast the machine is."""
 
     services: Services
+    emulator: Any
+    step_seconds: float = 1.0
 
     def drop(self, name: str, data: bytes, metadata: Mapping[str, str] | None = None) -> str:
         blob = self.services.blobs.get_blob_client(self.services.settings.drop_container, name)
@@ -142,9 +147,38 @@ class Driver:
             tick(self.services)
             if deploy:
                 self.deliver_deploy_messages()
-            time.sleep(0.3)
+            self.emulator.advance_clock(self.step_seconds)
+
+
+def expire_lease(services: Services, run_id: str, key: str) -> None:
+    """What a dead holder's lease looks like one lease time later (instead of sleeping through it)."""
+
+    def age(r: RunRecord) -> None:
+        r.leases[key].expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+    services.store.update(run_id, age)
+
+
+def age_run(services: Services, run_id: str, by: timedelta) -> None:
+    """The record as it would look `by` later: every moment it holds moved back (the app's clock, driven)."""
+
+    def shift(r: RunRecord) -> None:
+        r.created_at -= by
+        r.updated_at -= by
+        for h in r.history:
+            h.at -= by
+        for name in ("queued_at", "started_at"):
+            if getattr(r.deployment, name) is not None:
+                setattr(r.deployment, name, getattr(r.deployment, name) - by)
+        for lease in r.leases.values():
+            if lease.expires_at is not None:
+                lease.expires_at -= by
+        if r.last_attempt is not None:
+            r.last_attempt.at -= by
+
+    services.store.update(run_id, shift)
 
 
 @pytest.fixture
-def driver(services: Services) -> Iterator[Driver]:
-    yield Driver(services)
+def driver(services: Services, emulator: Any) -> Iterator[Driver]:
+    yield Driver(services, emulator)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
 
+from shared.advance import tick
 from shared.runs import RunState
 from shared.services import Services
-from shared.training import tick
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.pipeline.conftest import Driver, chat_lines, expire_lease
 
 
 def _files_named(services: Services, filename: str) -> list[Any]:
@@ -30,7 +29,7 @@ def test_good_file_trains_and_queues_its_deployment(driver: Driver, services: Se
     record = driver.blob_event(name)
     assert record is not None and record.state == RunState.IMPORTING
     assert record.validation is not None and record.validation.valid and record.validation.examples == 40
-    assert any("not understood, ignored: n_epoch" in w for w in record.warnings)  # a typo is not silent
+    assert any("not understood, ignored: n_epoch" in w.message for w in record.warnings)  # a typo is not silent
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
 
     assert [h.state for h in record.history] == [
@@ -44,8 +43,8 @@ def test_good_file_trains_and_queues_its_deployment(driver: Driver, services: Se
     assert record.job.trained_tokens and record.job.trained_tokens > 0
     assert len(record.job.checkpoints) >= 1 and record.job.events_recorded > 0
     # split into a staging area outside the watched container; both halves imported
-    assert record.files.training_blob and record.files.training_blob.startswith(services.settings.staging_container)
-    assert record.files.validation_file_id and record.files.training_file_id
+    assert record.files.training.blob and record.files.training.blob.container == services.settings.staging_container
+    assert record.files.validation.file_id and record.files.training.file_id
     events = json.loads(services.store.get_artifact(record.id, "events.json") or b"[]")
     assert len(events) == record.job.events_recorded
     assert any(e["type"] == "metrics" for e in events)
@@ -143,7 +142,7 @@ def test_injected_429s_and_503s_are_ridden_out(driver: Driver, services: Service
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert record.state == RunState.SUCCEEDED
     assert len(_files_named(services, f"{record.id}-training.jsonl")) == 1
-    assert len(_jobs_for(services, record.files.training_file_id)) == 1
+    assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
 def test_same_event_three_times_gives_one_import_and_one_job(driver: Driver, services: Services) -> None:
@@ -156,7 +155,7 @@ def test_same_event_three_times_gives_one_import_and_one_job(driver: Driver, ser
     record = services.store.get(run_id)
     assert record.state == RunState.SUCCEEDED
     assert len(_files_named(services, f"{run_id}-training.jsonl")) == 1
-    assert len(_jobs_for(services, record.files.training_file_id)) == 1
+    assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
 def test_two_instances_at_once_create_one_import_and_one_job(driver: Driver, services: Services) -> None:
@@ -182,7 +181,7 @@ def test_two_instances_at_once_create_one_import_and_one_job(driver: Driver, ser
     run_id = next(iter(services.store.iter_records())).id
     record = driver.run(run_id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert len(_files_named(services, f"{run_id}-training.jsonl")) == 1
-    assert len(_jobs_for(services, record.files.training_file_id)) == 1
+    assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
 class Crash(BaseException):
@@ -208,11 +207,12 @@ def test_crash_between_job_post_and_state_write_is_reconciled(
         driver.run(record.id, until=lambda r: r.state == RunState.TRAINING, timeout=30)
     assert len(sent) == 1
     stuck = services.store.get(record.id)
-    assert stuck.state == RunState.IMPORTING and "job_create" in stuck.claims and stuck.job.id is None
+    assert stuck.state == RunState.IMPORTING and stuck.job.id is None
+    assert stuck.leases["job_create"].holder is not None  # as a killed holder leaves it: never released
     monkeypatch.undo()
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert record.job.id == sent[0]  # reconciled by listing, not sent again
-    assert len(_jobs_for(services, record.files.training_file_id)) == 1
+    assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
 def test_crash_between_import_post_and_state_write_is_reconciled(
@@ -233,7 +233,7 @@ def test_crash_between_import_post_and_state_write_is_reconciled(
     monkeypatch.undo()
     run_id = next(iter(services.store.iter_records())).id
     record = driver.run(run_id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
-    assert record.files.training_file_id == sent[0]
+    assert record.files.training.file_id == sent[0]
     assert len(_files_named(services, f"{run_id}-training.jsonl")) == 1
 
 
@@ -253,7 +253,7 @@ def test_validation_companion_is_paired_and_checked(driver: Driver, services: Se
     record = driver.blob_event(driver.drop("paired.jsonl", train))
     assert record is not None and record.state == RunState.IMPORTING
     assert record.source.validation_blob == "paired.validation.jsonl"
-    assert record.files.validation_blob == f"{services.settings.drop_container}/paired.validation.jsonl"
+    assert str(record.files.validation.blob) == f"{services.settings.drop_container}/paired.validation.jsonl"
     report = json.loads(services.store.get_artifact(record.id, "validation.json") or b"{}")
     assert report["validation"]["examples"] == 12
     overlap_warnings = [w for w in report["warnings"] if w["code"] == "train_validation_overlap"]
@@ -302,19 +302,18 @@ def test_no_job_is_created_before_the_validation_file_is_imported(
     monkeypatch.undo()
     run_id = next(r.id for r in services.store.iter_records())
     half = services.store.get(run_id)
-    assert half.files.training_file_id and not half.files.validation_file_id
+    assert half.files.training.file_id and not half.files.validation.file_id
     # The training file gets processed while the validation import is unfinished: no job may start.
-    deadline = time.monotonic() + 10
-    while services.aoai.files.get(half.files.training_file_id).status != "processed" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    services.settings.claim_timeout_seconds = 300  # the dead importer's claim still looks fresh
-    tick(services)
+    driver.emulator.advance_clock(60)
+    assert services.aoai.files.get(half.files.training.file_id).status == "processed"
+    tick(services)  # the dead importer's lease is still live: nothing is sent, no job is created
     assert services.store.get(run_id).job.id is None
-    services.settings.claim_timeout_seconds = 0  # now it is stale: the next tick takes over and finishes
+    assert services.store.get(run_id).leases["import:validation"].holder is not None
+    expire_lease(services, run_id, "import:validation")  # a lease time later: the next tick takes over
     record = driver.run(run_id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
-    assert record.files.validation_file_id
-    (job,) = _jobs_for(services, record.files.training_file_id)
-    assert job.validation_file == record.files.validation_file_id
+    assert record.files.validation.file_id
+    (job,) = _jobs_for(services, record.files.training.file_id)
+    assert job.validation_file == record.files.validation.file_id
 
 
 def test_what_was_validated_is_what_gets_imported_even_if_the_blob_changes(
@@ -332,9 +331,9 @@ def test_what_was_validated_is_what_gets_imported_even_if_the_blob_changes(
     monkeypatch.setattr(services.aoai.files, "import_from_url", overwrite_then_import)
     record = driver.blob_event(name)
     monkeypatch.undo()
-    assert record is not None and record.files.training_snapshot
+    assert record is not None and record.files.training.blob is not None and record.files.training.blob.snapshot
     record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
-    assert record.files.training_file_id
-    assert services.aoai.files.content(record.files.training_file_id) == original
+    assert record.files.training.file_id
+    assert services.aoai.files.content(record.files.training.file_id) == original
     assert record.source.sha256 == hashlib.sha256(original).hexdigest()
     assert blob.download_blob().readall() == b"not json at all\n"  # the new version is its own (future) run

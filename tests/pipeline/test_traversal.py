@@ -45,7 +45,7 @@ def test_traversal_in_metadata_rejects_the_run_and_reads_nothing_elsewhere(
     assert record is not None and record.state == RunState.REJECTED
     assert record.error is not None and record.error.code == "invalid_spec" and why in record.error.message
     assert SECRET not in record.model_dump_json()
-    assert record.files.training_file_id is None
+    assert record.files.training.file_id is None
 
 
 def test_a_dropped_name_with_an_empty_segment_is_rejected(driver: Driver, services: Services) -> None:

@@ -1,13 +1,13 @@
-"""Timer: advance every active run (imports, job creation, job status, events, checkpoints)."""
+"""Timer: advance every run the lifecycle sweeps (imports, job creation, job status, deadlines, surplus)."""
 
 import logging
 
 import azure.functions as func
 
+from shared.advance import tick
 from shared.services import get_services
 from shared.settings import get_settings
 from shared.telemetry import traced
-from shared.training import tick
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

@@ -1,0 +1,114 @@
+"""Importing a run's files into Azure OpenAI: one effect per file, then following each to `processed`.
+
+Each file (training, validation) is its own effect (`import:training`, `import:validation`) under its own
+lease: the files import API is sent at most once per file, with a read-only SAS URL for exactly the
+validated snapshot. A lost answer is reconciled by the file's run-derived name (`<run_id>-<kind>.jsonl`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from shared.aoai import BadRequestError, FileObject
+from shared.effects import Effect, EffectOutcome
+from shared.runs import ImportSlot, RunRecord, RunState
+from shared.sas import blob_read_url
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def import_effect(services: Services, kind: str) -> Effect[FileObject]:
+    def slot(r: RunRecord) -> ImportSlot:
+        return r.files.slot(kind)
+
+    def create(r: RunRecord) -> FileObject:
+        s = slot(r)
+        assert s.blob is not None and s.filename is not None
+        url = blob_read_url(
+            services.blobs,
+            s.blob.container,
+            s.blob.name,
+            snapshot=s.blob.snapshot,
+            ttl=timedelta(minutes=services.settings.sas_ttl_minutes),
+            account_key=services.storage.account_key,
+        )
+        created = services.aoai.files.import_from_url(s.filename, url, purpose="fine-tune")
+        log.info("run %s: imported %s as %s", r.id, kind, created.id)
+        return created
+
+    def find(r: RunRecord) -> list[FileObject]:
+        filename = slot(r).filename
+        if filename is None:
+            return []
+        found = [f for f in services.aoai.files.find_by_filename(filename) if f.status != "deleted"]
+        return sorted(found, key=lambda f: f.created_at or 0)  # keep the first one made
+
+    def record(r: RunRecord, f: FileObject) -> None:
+        s = slot(r)
+        s.file_id, s.status = f.id, f.status
+
+    return Effect(
+        key=f"import:{kind}",
+        kind="file",
+        wanted=lambda r: r.state == RunState.IMPORTING and slot(r).wanted,
+        recorded=lambda r: slot(r).file_id,
+        find=find,
+        create=create,
+        record=record,
+        ident=lambda f: f.id,
+    )
+
+
+def ensure_imports(services: Services, run_id: str) -> RunRecord:
+    """Import every file of the run that is not imported yet (each at most once, whoever calls)."""
+    record = services.store.get(run_id)
+    for kind, slot in record.files.slots():
+        if not slot.wanted or slot.file_id:
+            continue
+        try:
+            result = services.effects.run(run_id, import_effect(services, kind), max_hold=_max_hold(services))
+        except BadRequestError as exc:  # the service refused the import itself: it will refuse it again
+            return services.store.end(run_id, RunState.FAILED, exc.code or "import_failed", exc.message)
+        record = result.record
+        if result.outcome == EffectOutcome.HELD:
+            log.info("run %s: %s import is in flight elsewhere", run_id, kind)
+    return record
+
+
+def follow_imports(services: Services, record: RunRecord) -> tuple[RunRecord, bool]:
+    """Read the status of every imported file that is not `processed` yet. Returns (record, all processed).
+
+    A file the service ends in `error` or `deleted` ends the run with the service's `status_details`.
+    """
+    changed: dict[str, str] = {}
+    for kind, slot in record.files.slots():
+        if not slot.file_id or slot.status == "processed":
+            continue
+        file_obj = services.aoai.files.get(slot.file_id)
+        if file_obj.status in ("error", "deleted"):
+            details = file_obj.status_details or f"the file is {file_obj.status}; the service gave no details"
+            ended = services.store.end(
+                record.id, RunState.FAILED, "file_import_failed", f"{kind} file {slot.file_id}: {details}"
+            )
+            return ended, False
+        if file_obj.status is not None and file_obj.status != slot.status:
+            changed[kind] = file_obj.status
+
+    if changed:
+
+        def note(r: RunRecord) -> bool:
+            for kind, status in changed.items():
+                r.files.slot(kind).status = status
+            return True
+
+        record, _ = services.store.update(record.id, note)
+    processed = record.files.imported and all(
+        s.status == "processed" for _, s in record.files.slots() if s.wanted
+    )
+    return record, processed
+
+
+def _max_hold(services: Services) -> float:
+    return services.aoai.worst_case_seconds()
