@@ -285,7 +285,7 @@ def build_notifications(settings: Settings, storage: StorageConnection) -> tuple
             settings.notify_webhook_url, settings.notify_webhook_secret, timeout=settings.webhook_timeout_seconds
         )
     if settings.event_grid_topic_endpoint:
-        senders["eventgrid"] = _LazyEventGrid(settings, storage)
+        senders["eventgrid"] = _LazyEventGrid(settings)
     notifier = Notifier(
         source=settings.events_source,
         events_queue=events_queue,
@@ -307,14 +307,18 @@ def build_notifications(settings: Settings, storage: StorageConnection) -> tuple
 class _LazyEventGrid:
     """The Event Grid client is built on the first delivery (its import is not free)."""
 
-    def __init__(self, settings: Settings, storage: StorageConnection) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._storage = storage
         self._sender: EventGridSender | None = None
 
     def __call__(self, event: CloudEvent, body: str) -> None:
         if self._sender is None:
             key = self._settings.event_grid_topic_key
-            credential = None if key is not None else self._storage.credential()
+            credential = None
+            if key is None:  # the app's managed identity (user-assigned when AZURE_CLIENT_ID is set)
+                from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+                client_id = self._settings.azure_client_id
+                credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
             self._sender = EventGridSender(self._settings.event_grid_topic_endpoint, key, credential)
         self._sender(event, body)
