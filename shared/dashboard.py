@@ -30,7 +30,7 @@ from shared import artifacts
 from shared.charts import chart_marks, render_chart
 from shared.metrics import ResultsParseError, parse_results
 from shared.runs import RunRecord
-from shared.runstore import RECORD_NAME, run_folder
+from shared.runstore import RECORD_NAME, created_tag, run_folder
 from shared.summary import RunSummary, run_summary
 
 if TYPE_CHECKING:
@@ -165,8 +165,8 @@ def listing_from_records(
 def listing_from_store(services: Services, query: RunsQuery) -> Listing:
     """The listing from one blob listing (names, creation times and index tags) plus the records of one page.
 
-    The `state` index tag (written with each record) filters and counts; only the page's records are read, in
-    parallel. A profile filter has to read every record in the state (the profile is not a tag).
+    The `created` and `state` index tags (written with each record) order, filter and count; only the page's
+    records are read, in parallel. A profile filter has to read every record in the state (the profile is not a tag).
     """
     price = services.settings.price_per_million_training_tokens
     store = services.store
@@ -174,14 +174,17 @@ def listing_from_store(services: Services, query: RunsQuery) -> Listing:
     for blob in store.container.list_blobs(name_starts_with="runs/", include=["tags"]):
         name = str(blob.name)
         if name.endswith("/" + RECORD_NAME) and name.count("/") == 2:
-            entries.append((name.split("/")[1], blob.creation_time, (blob.tags or {}).get("state", "")))
+            tags = blob.tags or {}
+            # Records written before the `created` tag existed: the blob's creation time (to the second).
+            created = tags.get("created") or created_tag(blob.creation_time)
+            entries.append((name.split("/")[1], created, tags.get("state", "")))
     entries.sort(key=lambda e: e[1], reverse=True)
     counts = Counter(state for _, _, state in entries)
     wanted = [run_id for run_id, _, state in entries if query.state is None or state == query.state]
     profiles = _profile_names(services)
 
     def load(ids: list[str]) -> list[RunSummary]:
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(ids)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(10, len(ids)))) as pool:  # the SDK's pool holds 10
             found = list(pool.map(store.load, ids))
         return [run_summary(f[0], price_per_million_tokens=price) for f in found if f is not None]
 

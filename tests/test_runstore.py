@@ -59,7 +59,10 @@ def test_active_runs_found_by_index_tags(store: RunStore) -> None:
     store.update(ids[1], lambda r: r.fail("x", "y", state=RunState.REJECTED))
     assert sorted(store.active_run_ids()) == sorted([ids[0], ids[2], ids[3]])
     tags = store.container.get_blob_client(f"runs/{ids[1]}/run.json").get_blob_tags()
-    assert tags == {"active": "0", "state": "rejected", "job": "-", "job_status": "-", "warned": "0"}
+    created = store.get(ids[1]).created_at.strftime("%Y%m%dT%H%M%S.%fZ")
+    assert tags == {
+        "active": "0", "state": "rejected", "job": "-", "job_status": "-", "warned": "0", "created": created
+    }
 
 
 def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
