@@ -221,14 +221,21 @@ class GuardedTransport(httpx.BaseTransport):
             why = self.policy.refusal(address)
             if why is not None:
                 raise SubmissionError(f"{redact_url(str(url))}: {host} resolves to {why}; refused")
-        pinned = httpx.Request(
-            request.method,
-            url.copy_with(host=addresses[0]),
-            headers=request.headers,
-            stream=request.stream,
-            extensions={**request.extensions, "sni_hostname": host},
-        )
-        return self.inner.handle_request(pinned)
+        failure: httpx.ConnectError | None = None
+        for address in addresses:  # each one checked above; the first that accepts a connection is used
+            pinned = httpx.Request(
+                request.method,
+                url.copy_with(host=address),
+                headers=request.headers,
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
+            )
+            try:
+                return self.inner.handle_request(pinned)
+            except httpx.ConnectError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     def close(self) -> None:
         self.inner.close()

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import azure.functions as func
@@ -16,7 +17,7 @@ import pytest
 
 from shared.services import Services
 from shared.settings import settings_from_env
-from shared.submissions import SubmissionError, TooLarge, UrlPolicy, submit_from_url
+from shared.submissions import SubmissionError, TooLarge, UrlPolicy, fetch_url, submit_from_url
 from tests.pipeline.conftest import chat_lines
 
 PAYLOAD = chat_lines(12)
@@ -240,3 +241,65 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for DNS name `name` (no IP address in it)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("cert_name", ["localhost", "elsewhere.example"])
+def test_the_pinned_connection_still_verifies_the_certificate_against_the_host_name(
+    tmp_path: Path, cert_name: str
+) -> None:
+    import ssl
+
+    import httpx
+
+    cert, key = _certificate(tmp_path, cert_name)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    srv.socket = server_tls.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    trust = ssl.create_default_context(cafile=str(cert))  # trusts exactly this certificate
+    url = f"https://localhost:{port}/data.jsonl"  # the request itself goes to 127.0.0.1, checked and pinned
+    policy = UrlPolicy(allow_local=True)
+    try:
+        chunks = fetch_url(url, policy=policy, max_bytes=10**6, timeout=10, transport=httpx.HTTPTransport(verify=trust))
+        if cert_name == "localhost":
+            assert b"".join(chunks) == PAYLOAD
+        else:  # a certificate for another name is refused although the address was the one checked
+            with pytest.raises(SubmissionError, match="could not read"):
+                b"".join(chunks)
+    finally:
+        srv.shutdown()
+        srv.server_close()
