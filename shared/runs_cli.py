@@ -177,13 +177,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         print("no runs yet")
         return 0
-    header = ("RUN", "STATE", "AGE", "BLOB", "EXAMPLES", "JOB", "OUTCOME")
+    header = ("RUN", "STATE", "AGE", "BLOB", "PROFILE", "EXAMPLES", "JOB", "OUTCOME")
     rows = [
         (
             s.id,
             s.state,
             _age(s.created_at),
             s.blob if len(s.blob) <= 40 else f"{s.blob[:18]}...{s.blob[-19:]}",
+            s.profile or "-",
             str(s.examples) if s.examples is not None else "-",
             s.job_status or "-",
             outcome(s),
