@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -165,7 +165,7 @@ def _tokenizer_message(model: str) -> str:
 class Progress:
     """A binary file whose reads are reported on stderr as a percentage (only on a terminal)."""
 
-    def __init__(self, path: Path, *, enabled: bool, stream: object = None, every: float = 0.25) -> None:
+    def __init__(self, path: Path, *, enabled: bool, stream: TextIO | None = None, every: float = 0.25) -> None:
         self.path = path
         self.enabled = enabled
         self.stream = stream or sys.stderr
@@ -176,7 +176,7 @@ class Progress:
         self._file: BinaryIO | None = None
 
     def __enter__(self) -> Progress:
-        self._file = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+        self._file = open(self.path, "rb")  # closed in __exit__
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -200,9 +200,8 @@ class Progress:
         return chunk
 
     def _write(self, text: str) -> None:
-        write = getattr(self.stream, "write")  # noqa: B009 - any text stream
-        write(text)
-        getattr(self.stream, "flush", lambda: None)()
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def summary(report: object, training: str, validation: str | None = None) -> str:
