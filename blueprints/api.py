@@ -104,8 +104,9 @@ def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
     if data is None:
         return _error(404, "notFound", f"{artifact} does not exist (yet)")
     mimetype = artifacts.content_type(artifact)
-    # Binary content has no charset (the worker adds one only to text/* mimetypes; say so explicitly).
-    headers = {"Content-Type": mimetype if mimetype == "image/png" else f"{mimetype}; charset=utf-8"}
+    # Binary content (image/png, octet-stream) has no charset; text and JSON say utf-8.
+    textual = mimetype.startswith("text/") or mimetype == "application/json"
+    headers = {"Content-Type": f"{mimetype}; charset=utf-8" if textual else mimetype}
     return func.HttpResponse(data, headers=headers)
 
 

@@ -272,7 +272,7 @@ class RunStore:
 
         `mutate` gets the current document (None when absent) and returns the new one, or None to write nothing.
         """
-        blob = self.container.get_blob_client(run_folder(run_id) + name)
+        blob = self.container.get_blob_client(run_folder(run_id) + check_artifact_name(name))
         for attempt in range(attempts):
             try:
                 downloader = blob.download_blob()
