@@ -20,20 +20,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from shared import artifacts
-from shared.charts import chart_marks, render_chart
-from shared.metrics import ResultsParseError, parse_results
 from shared.runs import RunRecord
 from shared.runstore import RECORD_NAME, created_tag, run_folder
 from shared.summary import RunSummary, run_summary
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from shared.services import Services
 
 PAGE_SIZE = 25
@@ -45,12 +44,6 @@ ISSUES_PER_CODE = 3
 EVENTS_SHOWN = 12
 
 _TEMPLATES = Path(__file__).with_name("dashboard_templates")
-_env = Environment(
-    loader=FileSystemLoader(_TEMPLATES),
-    autoescape=select_autoescape(("html",)),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 @dataclass(frozen=True)
@@ -116,11 +109,23 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
-_env.filters["money"] = _money
-_env.filters["number"] = lambda v: "-" if v is None else f"{v:,}"
-_env.filters["loss"] = lambda v: "-" if v is None else f"{v:.4f}"
-_env.filters["iso"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-_env.filters["when"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    """The template environment, built on the first page (Jinja2 is not imported before)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=jinja2.select_autoescape(("html",)),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = _money
+    env.filters["number"] = lambda v: "-" if v is None else f"{v:,}"
+    env.filters["loss"] = lambda v: "-" if v is None else f"{v:.4f}"
+    env.filters["iso"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    env.filters["when"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return env
 
 
 # --- the runs page ---------------------------------------------------------------------------------------------
@@ -214,7 +219,7 @@ def runs_page(
     links = Links(code)
     page = listing.page
     profiles = sorted(set(listing.profiles) | ({query.profile} if query.profile else set()))
-    return _env.get_template("runs.html").render(
+    return _env().get_template("runs.html").render(
         title="Fine-tuning runs",
         rows=listing.rows,
         total=listing.total,
@@ -331,7 +336,7 @@ def run_page(
     view.artifacts.append(("run.json (the record)", links.record(record.id)))
     if record.gate:
         view.gate_checks = [c.model_dump() for c in record.gate.checks]
-    return _env.get_template("run.html").render(
+    return _env().get_template("run.html").render(
         title=f"Run {record.id}",
         view=view,
         s=summary,
@@ -345,7 +350,7 @@ def run_page(
 
 
 def not_found_page(run_id: str, *, code: str | None = None, nonce: str = "") -> str:
-    return _env.get_template("not_found.html").render(
+    return _env().get_template("not_found.html").render(
         title="No such run", run_id=run_id, links=Links(code), refresh=None, nonce=nonce
     )
 
@@ -417,6 +422,9 @@ def chart_response(services: Services, run_id: str, name: str) -> Page:
     cache = {"Cache-Control": f"private, max-age={3600 if record.terminal else 30}"}
     if record.deployment.provisioning_state != "Succeeded":
         return Page(200, stored, "image/png", cache)
+    from shared.charts import chart_marks, render_chart  # matplotlib: loaded only when a chart is redrawn
+    from shared.metrics import ResultsParseError, parse_results
+
     results = services.store.get_artifact(run_id, "results.csv")
     try:
         table = parse_results(results) if results is not None else None
