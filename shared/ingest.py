@@ -129,20 +129,12 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
     if record.state != RunState.VALIDATING:
         return record
 
-    # Pin the content: a snapshot of exactly the version this event is about (the blob itself is untouched).
-    # Validation, the split and the import all read the snapshot, so what was validated is what is trained on.
     try:
-        snapshot = str(blob.create_snapshot(etag=props.etag, match_condition=MatchConditions.IfNotModified)["snapshot"])
+        training, validation = _pin(services, blob, props, validation_blob)
     except ResourceModifiedError:
         return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
-    pinned = services.blobs.get_blob_client(container, name, snapshot=snapshot)
-    validation_snapshot = None
-    pinned_validation = None
-    if validation_blob:
-        validation_client = services.blobs.get_blob_client(container, validation_blob)
-        validation_snapshot = str(validation_client.create_snapshot()["snapshot"])
-        pinned_validation = services.blobs.get_blob_client(container, validation_blob, snapshot=validation_snapshot)
-    report, sha256 = _validate(services, pinned, pinned_validation, spec)
+    pinned = _client(services, training)
+    report, sha256 = _validate(services, pinned, _client(services, validation) if validation else None, spec)
     store.put_artifact(
         run_id,
         artifacts.VALIDATION_REPORT,
@@ -165,10 +157,6 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
     if report.format == "preference" and spec.method != "dpo":
         spec = spec.model_copy(update={"method": "dpo"})
 
-    training = BlobRef(container=container, name=name, snapshot=snapshot)
-    validation = (
-        BlobRef(container=container, name=validation_blob, snapshot=validation_snapshot) if validation_blob else None
-    )
     if validation_blob is None and spec.validation_split > 0:
         staged = _stage_split(services, pinned, run_id, spec.validation_split)
         if staged is not None:
@@ -197,6 +185,27 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         ensure_imports(services, run_id)
         record = store.get(run_id)
     return record
+
+
+def _pin(
+    services: Services, blob: BlobClient, props: BlobProperties, validation_blob: str | None
+) -> tuple[BlobRef, BlobRef | None]:
+    """Pin the content: a snapshot of exactly the version this event is about (the blob itself is untouched).
+
+    Validation, the split and the import all read the snapshot, so what was validated is what is trained on.
+    Raises ResourceModifiedError when the blob changed since the event (the new version is a run of its own).
+    """
+    container, name = blob.container_name, blob.blob_name
+    snapshot = str(blob.create_snapshot(etag=props.etag, match_condition=MatchConditions.IfNotModified)["snapshot"])
+    training = BlobRef(container=container, name=name, snapshot=snapshot)
+    if not validation_blob:
+        return training, None
+    companion_snapshot = str(services.blobs.get_blob_client(container, validation_blob).create_snapshot()["snapshot"])
+    return training, BlobRef(container=container, name=validation_blob, snapshot=companion_snapshot)
+
+
+def _client(services: Services, ref: BlobRef) -> BlobClient:
+    return services.blobs.get_blob_client(ref.container, ref.name, snapshot=ref.snapshot)
 
 
 # --- spec -----------------------------------------------------------------------------------------------------
