@@ -17,6 +17,7 @@ the setting that is missing or malformed and never repeats a key or signature.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -231,15 +232,8 @@ class StorageConnection:
         return self._token_credential()
 
     def _token_credential(self) -> TokenCredential:
-        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-        if self.credential_kind == "managedidentity":
-            if self.client_id:
-                return ManagedIdentityCredential(client_id=self.client_id)
-            return ManagedIdentityCredential()
-        if self.client_id:
-            return DefaultAzureCredential(managed_identity_client_id=self.client_id)
-        return DefaultAzureCredential()
+        """One credential per identity per process (its token cache is shared by every client built from it)."""
+        return _token_credential(self.credential_kind, self.client_id)
 
     def blob_service_client(self) -> BlobServiceClient:
         from azure.storage.blob import BlobServiceClient
@@ -308,3 +302,16 @@ def _account_from_uri(uri: str) -> str | None:
         segment = parts.path.strip("/").split("/", 1)[0]
         return segment or None
     return host.split(".", 1)[0] or None
+
+
+@functools.lru_cache(maxsize=8)
+def _token_credential(kind: str, client_id: str | None) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if kind == "managedidentity":
+        if client_id:
+            return ManagedIdentityCredential(client_id=client_id)
+        return ManagedIdentityCredential()
+    if client_id:
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return DefaultAzureCredential()

@@ -138,3 +138,12 @@ def test_clients_against_azurite(azurite: Azurite, unique_name: Callable[[str], 
 
     conn.queue_client(name, message_encoding="none").send_message("plain")
     assert [m.content for m in raw.peek_messages(max_messages=5)][-1] == "plain"
+
+
+def test_one_token_credential_per_identity_per_process() -> None:
+    from shared.connections import StorageConnection
+
+    env = {"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__credential": "managedidentity"}
+    a = StorageConnection.from_settings("AzureWebJobsStorage", env)
+    b = StorageConnection.from_settings("AzureWebJobsStorage", env)
+    assert a.credential() is b.credential()  # every client built from it shares one token cache
