@@ -12,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__, clock
+from . import __version__, clock, limits
 from .datafiles import SCENARIO_MARKERS
 from .faults import FaultError, Faults
 from .state import SCENARIOS, State
 
 TUNABLE = ("time_scale", "job_seconds", "file_seconds", "deployment_seconds", "arm_retry_after", "max_file_bytes",
-           "max_ft_deployments")
+           "max_ft_deployments", "max_running_jobs",
+           "max_queued_jobs", "max_total_jobs", "max_ft_files", "max_ft_files_bytes")
 
 
 def _state(request: Request) -> State:
@@ -180,6 +181,11 @@ async def patch_config(request: Request) -> Response:
     return await get_config(request)
 
 
+async def get_limits(request: Request) -> Response:
+    """The resource's fine-tuning limits and their use (see emulator.limits); set them with PATCH /config."""
+    return JSONResponse(limits.usage(_state(request)))
+
+
 async def get_clock(request: Request) -> Response:
     return JSONResponse({"now": clock.now(), "offset_seconds": clock.offset()})
 
@@ -197,6 +203,7 @@ async def advance_clock(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/limits", get_limits, methods=["GET"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/faults", list_faults, methods=["GET"]),
         Route("/_emulator/faults", add_faults, methods=["POST"]),

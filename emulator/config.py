@@ -29,6 +29,11 @@ class Config:
     quota_capacity: int = 1000
     max_file_bytes: int = 512 * 1024 * 1024
     max_ft_deployments: int = 5
+    max_running_jobs: int = 1
+    max_queued_jobs: int = 20
+    max_total_jobs: int = 100
+    max_ft_files: int = 50
+    max_ft_files_bytes: int = 1_000_000_000
     require_training_type: bool = False
     fault_seed: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +60,11 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "quota_capacity": ("EMULATOR_QUOTA_CAPACITY", int, "total deployment capacity (sku units) of the resource"),
     "max_file_bytes": ("EMULATOR_MAX_FILE_BYTES", int, "largest fine-tune file accepted by validation"),
     "max_ft_deployments": ("EMULATOR_MAX_FT_DEPLOYMENTS", int, "cap on fine-tuned deployments per resource"),
+    "max_running_jobs": ("EMULATOR_MAX_RUNNING_JOBS", int, "jobs that train at once, in creation order (0: no limit)"),
+    "max_queued_jobs": ("EMULATOR_MAX_QUEUED_JOBS", int, "jobs that may wait behind the one running"),
+    "max_total_jobs": ("EMULATOR_MAX_TOTAL_JOBS", int, "jobs per resource, ended ones included (deleted ones not)"),
+    "max_ft_files": ("EMULATOR_MAX_FT_FILES", int, "fine-tune files per resource"),
+    "max_ft_files_bytes": ("EMULATOR_MAX_FT_FILES_BYTES", int, "total bytes of the fine-tune files of a resource"),
     "fault_seed": ("EMULATOR_FAULT_SEED", int, "seed of the random draws of rate-based faults"),
 }
 

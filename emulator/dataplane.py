@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import clock
+from . import clock, limits
 from .catalog import BASE_MODELS, base_model
 from .config import DATA_PLANE_VERSIONS, LEGACY_VERSIONS, PREVIEW_VERSIONS, V1_VERSIONS
 from .errors import ApiError, invalid, not_found
@@ -125,6 +125,7 @@ async def upload_file(request: Request) -> Response:
     if upload is None or isinstance(upload, str):
         raise invalid("The 'file' field is required.", "file")
     content = await upload.read()
+    limits.check_file_room(state, purpose, len(content))
     record = state.add_file(upload.filename or "upload.jsonl", purpose, content, source="upload")
     view = state.file_view(record)
     return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, f"/files/{record['id']}")})
@@ -148,6 +149,7 @@ async def import_file(request: Request) -> Response:
     url = body["content_url"]
     if urlsplit(url).scheme not in ("http", "https"):
         raise invalid("The content_url must be an http(s) URL.", "content_url")
+    limits.check_file_room(state, body["purpose"], None)
     record = state.add_file(body["filename"], body["purpose"], None, source="import")
     forced = state.take_scenario("import")
     task = asyncio.get_running_loop().create_task(_fetch(state, record, url, bool(forced)))
@@ -178,6 +180,7 @@ async def _fetch(state: State, record: dict[str, Any], url: str, forced_error: b
     error = None
     if forced_error or "EMULATOR_SCENARIO:file_import_error" in content.decode("utf-8", "replace"):
         error = f"File import failed: the content at {shown} could not be imported (scenario file_import_error)."
+    error = error or limits.import_over_size(state, record, len(content))
     state.set_content(record, content, import_error=error)
     state.save()
 
@@ -408,6 +411,7 @@ async def create_job(request: Request) -> Response:
         _check_file(state, body["validation_file"], "validation_file", need, base.id, method_type)
     if training_type is not None:
         body["trainingType"] = TRAINING_TYPES[str(training_type).lower()]
+    limits.check_job_room(state)
     job = state.create_job(body, base=base.id, api_version=ctx.version or "v1", parent=parent)
     return JSONResponse(job_view(state, job, ctx), status_code=201,
                         headers={"Location": location(request, ctx, f"/fine_tuning/jobs/{job['id']}")})

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import clock, datafiles, training
+from . import clock, datafiles, limits, training
 from .catalog import base_model
 from .config import Config
 
@@ -319,6 +319,7 @@ class State:
     def job_status(self, job: dict[str, Any], now: float | None = None) -> str:
         """Canonical status: validating_files, queued, running, paused, succeeded, failed, cancelled."""
         now = clock.now() if now is None else now
+        limits.schedule(self)
         a = self.active(job, now)
         final, end, _ = training.outcome(job["plan"])
         if job["cancel_offset"] is not None and job["cancel_offset"] < end:

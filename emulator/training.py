@@ -86,7 +86,8 @@ class Phase:
 
 def phases(plan: dict[str, Any]) -> Phase:
     validated = plan["validate_s"]
-    started = math.inf if plan.get("scenario") == "stuck_queued" else validated + plan["queue_s"]
+    waited = plan["queue_s"] + plan.get("wait_s", 0.0)  # wait_s: behind the jobs ahead (emulator.limits)
+    started = math.inf if plan.get("scenario") == "stuck_queued" else validated + waited
     trained = started + plan["train_s"]
     return Phase(validated, started, trained, trained + plan["finalize_s"])
 

@@ -245,9 +245,21 @@ def start_emulator(
     return emu
 
 
+UNLIMITED = {
+    "EMULATOR_MAX_RUNNING_JOBS": "0",
+    "EMULATOR_MAX_QUEUED_JOBS": "1000000",
+    "EMULATOR_MAX_TOTAL_JOBS": "1000000",
+    "EMULATOR_MAX_FT_FILES": "1000000",
+    "EMULATOR_MAX_FT_FILES_BYTES": str(1 << 50),
+}
+"""The session emulator serves every test of the session and nothing is deleted between them, so it runs
+without the resource's job and file limits (it keeps the 5-deployment cap). Tests of those limits start their
+own instance with ``start_emulator()`` (the real limits are its defaults)."""
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorProcess]:
-    emu = start_emulator()
+    emu = start_emulator(env=UNLIMITED)
     try:
         yield emu
     finally:
