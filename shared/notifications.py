@@ -84,7 +84,8 @@ def to_json(event: CloudEvent) -> bytes:
 
 def from_json(body: bytes | str) -> CloudEvent:
     event = _FORMAT.read(None, body)
-    assert isinstance(event, CloudEvent)
+    if not isinstance(event, CloudEvent):
+        raise ValueError(f"not a CloudEvents 1.0 event (specversion {event.get_specversion()!r})")
     return event
 
 
