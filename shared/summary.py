@@ -57,6 +57,8 @@ class RunSummary(BaseModel):
     final_train_loss: float | None = None
     final_valid_loss: float | None = None
     error: SummaryError | None = None
+    last_attempt: SummaryError | None = None
+    """The last thing that went wrong on the way (a retry, a wait), while the run goes on."""
     warnings: int = 0
     last_note: str = ""
     """The note of the latest history entry (what happened last, in the pipeline's words)."""
@@ -108,6 +110,11 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
             _first_number(metrics.final_full_valid_loss, metrics.final_valid_loss) if metrics else None
         ),
         error=SummaryError(code=record.error.code, message=record.error.message) if record.error else None,
+        last_attempt=(
+            SummaryError(code=record.last_attempt.code, message=record.last_attempt.message)
+            if record.last_attempt is not None and not record.terminal
+            else None
+        ),
         warnings=len(record.warnings),
         last_note=record.history[-1].note if record.history else "",
     )

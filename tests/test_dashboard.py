@@ -120,3 +120,17 @@ def test_the_runs_page_reads_only_the_records_it_shows(
     assert len(second.rows) == 7 and "run-000000000000" in {s.id for s in second.rows}
     by_profile = listing_from_store(services, RunsQuery(profile="support", state="received"))
     assert {s.id for s in by_profile.rows} == {f"run-{n:012d}" for n in range(PAGE_SIZE + 7) if n % 3 == 0 and n % 4}
+
+
+def test_a_retrying_run_says_what_went_wrong_last_and_warnings_show_their_code() -> None:
+    record = _record(1)
+    record.transition(RunState.VALIDATING)
+    record.transition(RunState.IMPORTING)
+    assert record.attempted("RateLimitError", "429 Too Many Requests: retry after 60 s")
+    record.warn("queued_long", "the job has waited 75 minutes in the queue")
+    html = run_page(record)
+    assert '<h2 id="retrying-title">Retrying: RateLimitError</h2>' in html
+    assert "429 Too Many Requests: retry after 60 s" in html
+    assert "<code>queued_long</code> the job has waited 75 minutes in the queue" in html
+    record.fail("quota", "no room")
+    assert "retrying-title" not in run_page(record)  # ended: the error says it, not a retry box
