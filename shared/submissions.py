@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
+import ssl
 import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -290,7 +291,18 @@ def fetch_url(
                     return
             raise SubmissionError(f"{shown}: more than {_MAX_REDIRECTS} redirects")
         except httpx.HTTPError as exc:
+            if _certificate_refused(exc):  # a wrong certificate does not get right by waiting
+                raise SubmissionError(f"could not read {shown}: its TLS certificate was refused") from None
             raise SubmissionError(f"could not read {shown}: {type(exc).__name__}", retryable=True) from None
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def submit_from_url(services: Services, url: str, name: str, metadata: Mapping[str, str]) -> tuple[str, str]:

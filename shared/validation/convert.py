@@ -43,6 +43,7 @@ XLSX_LIMITS = {
     "cell_chars": 32_767,
     "uncompressed_bytes": 512 << 20,
     "shared_strings_bytes": 128 << 20,
+    "ratio": 100,  # unpacked / packed, checked above 16 MB unpacked (real workbooks pack 5-20x; bombs far more)
 }
 _PROMPT_SEPARATORS = ("\n\n###\n\n", "\n\n###\n", "\n###\n", "###", " ->", "->", "\n\n")
 _COMPLETION_STOPS = ("\n", " END", "###")
@@ -153,6 +154,12 @@ def _check_workbook(path: Path) -> None:
         raise ConversionError(
             f"the workbook unpacks to {total:,} bytes; at most {XLSX_LIMITS['uncompressed_bytes']:,} are read "
             "(save the sheet as CSV instead)"
+        )
+    packed = sum(i.compress_size for i in infos) or 1
+    if total > 16 << 20 and total / packed > XLSX_LIMITS["ratio"]:
+        raise ConversionError(
+            f"the workbook unpacks {total / packed:,.0f} times its size ({total:,} bytes): refused as a likely "
+            "zip bomb (save the sheet as CSV instead)"
         )
     shared = sum(i.file_size for i in infos if i.filename.lower().endswith("sharedstrings.xml"))
     if shared > XLSX_LIMITS["shared_strings_bytes"]:

@@ -298,8 +298,9 @@ def test_the_pinned_connection_still_verifies_the_certificate_against_the_host_n
         if cert_name == "localhost":
             assert b"".join(chunks) == PAYLOAD
         else:  # a certificate for another name is refused although the address was the one checked
-            with pytest.raises(SubmissionError, match="could not read"):
+            with pytest.raises(SubmissionError, match="certificate was refused") as caught:
                 b"".join(chunks)
+            assert not caught.value.retryable
     finally:
         srv.shutdown()
         srv.server_close()

@@ -206,3 +206,14 @@ def test_xlsx_caps_rows_cells_width_and_unpacked_size(tmp_path: Path, monkeypatc
     monkeypatch.setitem(module.XLSX_LIMITS, "uncompressed_bytes", 1000)
     with pytest.raises(ConversionError, match="unpacks to .* bytes; at most 1,000"):
         _out(p)
+
+
+def test_xlsx_that_unpacks_far_beyond_its_size_is_refused_before_parsing(tmp_path: Path) -> None:
+    import zipfile
+
+    p = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", "<row/>" * (4 << 20))  # 24 MB of one repeated tag
+    assert p.stat().st_size < 1 << 20
+    with pytest.raises(ConversionError, match="likely zip bomb"):
+        _out(p)
