@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, controlplane, dataplane, inference
+from . import admin, controlplane, dataplane, evals, inference
 from .config import Config
 from .errors import ACCESS_DENIED, ApiError, ArmError, not_found
 from .faults import Faults
@@ -178,7 +178,7 @@ def build_app(config: Config) -> Starlette:
     faults = Faults(config.fault_seed, config.faults)
     _interrupt_imports(state)
     app = Starlette(
-        routes=admin.routes() + inference.routes() + dataplane.routes() + controlplane.routes(),
+        routes=admin.routes() + inference.routes() + evals.routes() + dataplane.routes() + controlplane.routes(),
         exception_handlers={
             ApiError: _api_error,
             ArmError: _arm_error,

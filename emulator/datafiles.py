@@ -37,6 +37,8 @@ SCENARIO_MARKERS = {
     "stuck_queued": "a job trained on it stays queued until cancelled",
     "safety_eval_failure": "a job trained on it succeeds but the model fails the post-training safety evaluation "
     "and cannot be deployed",
+    "worse_model": "a job trained on it succeeds but its model answers worse than its base model (a gate that refuses "
+    "it can be shown)",
 }
 _MARKER_RE = re.compile(r"EMULATOR_SCENARIO:([a-z_]+)")
 

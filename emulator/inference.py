@@ -5,7 +5,11 @@ cosine similarity over the user turns (prompts) only, lowercased, stop words dro
 user turn weighted most on both sides (see `Matcher`); ties go to the earlier example. A continuously
 fine-tuned model also knows its parent's examples (its own come first). The index is built once per set of
 training files and cached. A base-model deployment gives a generic answer, so that a fine-tuned model beats its
-base model on data like its training set. Usage counts tokens with tiktoken.
+base model on data like its training set. A checkpoint answers like the final model only for the share of
+questions its step has reached (a question's place in [0, 1) is a hash of its last user turn; below
+step / total steps it is answered from the training data, else generically), so earlier checkpoints answer less
+well. A model trained with the `worse_model` scenario answers every question unhelpfully (worse than its base).
+Usage counts tokens with tiktoken.
 """
 from __future__ import annotations
 
@@ -198,15 +202,34 @@ def _matcher(state: State, job: dict[str, Any]) -> Matcher:
     return matcher
 
 
-def answer(state: State, job: dict[str, Any] | None, turns: list[str]) -> str:
-    """The reply of a deployment to a request's user turns (oldest first; a completion prompt is one turn)."""
+WORSE_REPLY = "Sorry, I cannot help with that."
+
+
+def _generic(turns: list[str]) -> str:
+    question = turns[-1] if turns else ""
+    return f"As a general-purpose assistant, here is a brief answer to your question: {question[:200]}"
+
+
+def reached(question: str, step: int, total_steps: int) -> bool:
+    """Whether a checkpoint at `step` of `total_steps` has learnt to answer `question` (see the module doc)."""
+    position = int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "big") / float(1 << 64)
+    return position < step / max(1, total_steps)
+
+
+def answer(state: State, job: dict[str, Any] | None, turns: list[str], *, step: int | None = None) -> str:
+    """The reply of a deployment to a request's user turns (oldest first; a completion prompt is one turn).
+    `step`: the checkpoint's step when the deployment serves a checkpoint."""
     if job is None:
-        question = turns[-1] if turns else ""
-        return f"As a general-purpose assistant, here is a brief answer to your question: {question[:200]}"
+        return _generic(turns)
+    if job["plan"].get("scenario") == "worse_model":
+        return WORSE_REPLY
+    total = int(job["plan"].get("total_steps") or 0)
+    if step is not None and step < total and not reached(turns[-1] if turns else "", step, total):
+        return _generic(turns)
     return _matcher(state, job).answer(turns)
 
 
-def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any] | None, Any, int | None]:
     state.prune_deleted()
     dep = state.deployments.get(name)
     if dep is None or state.deployment_state(dep) != "Succeeded":
@@ -214,7 +237,8 @@ def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any]
     resolved = state.resolve_model(dep["model"]["name"])
     job = resolved["job"] if resolved else None
     model = base_model(job["base_model"]) if job else (resolved or {}).get("model")
-    return dep, job, model
+    step = resolved.get("step") if resolved and resolved["kind"] == "checkpoint" else None
+    return dep, job, model, step
 
 
 def _completion_id(prefix: str, *parts: str) -> str:
@@ -229,7 +253,7 @@ async def _chat(request: Request, name: str) -> Response:
         raise invalid("'messages' must be a non-empty array.", "messages")
     if body.get("stream"):
         raise invalid("Streaming is not supported by the emulator.", "stream")
-    dep, job, model = _deployment(state, name)
+    dep, job, model, step = _deployment(state, name)
     if model is not None and not model.chat:
         raise ApiError(400, "OperationNotSupported",
                        "The chatCompletion operation does not work with the specified model. Please choose "
@@ -237,7 +261,7 @@ async def _chat(request: Request, name: str) -> Response:
     users = [datafiles.content_text(m.get("content")) for m in messages if isinstance(m, dict)
              and m.get("role") == "user"]
     question = users[-1] if users else ""
-    reply = answer(state, job, users)
+    reply = answer(state, job, users, step=step)
     encoding = model.encoding if model else "o200k_base"
     prompt_tokens = datafiles.messages_tokens([m for m in messages if isinstance(m, dict)], encoding)
     completion_tokens = count_tokens(reply, encoding)
@@ -266,8 +290,8 @@ async def _completion(request: Request, name: str) -> Response:
         prompt = prompt[0] if prompt and isinstance(prompt[0], str) else None
     if not isinstance(prompt, str):
         raise invalid("'prompt' must be a string.", "prompt")
-    dep, job, model = _deployment(state, name)
-    reply = answer(state, job, [prompt])
+    dep, job, model, step = _deployment(state, name)
+    reply = answer(state, job, [prompt], step=step)
     encoding = model.encoding if model else "cl100k_base"
     prompt_tokens = count_tokens(prompt, encoding)
     completion_tokens = count_tokens(reply, encoding)

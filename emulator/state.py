@@ -33,6 +33,8 @@ SCENARIOS = {
     "deployment_refused": "deployment",
     "deployment_failed": "deployment",
     "deployment_stuck": "deployment",
+    "worse_model": "job",
+    "eval_run_failure": "eval_run",
 }
 TERMINAL_JOB = {"succeeded", "failed", "cancelled"}
 
@@ -49,6 +51,8 @@ class State:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.deployments: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.evals: dict[str, dict[str, Any]] = {}
+        self.eval_runs: dict[str, dict[str, Any]] = {}
         self.scenarios: list[dict[str, Any]] = []
         self.quota_capacity = config.quota_capacity
         self.require_training_type = config.require_training_type
@@ -67,6 +71,8 @@ class State:
         self.jobs = data.get("jobs", {})
         self.deployments = data.get("deployments", {})
         self.operations = data.get("operations", {})
+        self.evals = data.get("evals", {})
+        self.eval_runs = data.get("eval_runs", {})
         self.scenarios = data.get("scenarios", [])
         self.quota_capacity = data.get("quota_capacity", self.quota_capacity)
         self.require_training_type = data.get("require_training_type", self.require_training_type)
@@ -90,6 +96,8 @@ class State:
             "jobs": self.jobs,
             "deployments": self.deployments,
             "operations": self.operations,
+            "evals": self.evals,
+            "eval_runs": self.eval_runs,
             "scenarios": self.scenarios,
             "quota_capacity": self.quota_capacity,
             "require_training_type": self.require_training_type,
@@ -104,6 +112,8 @@ class State:
         self.jobs.clear()
         self.deployments.clear()
         self.operations.clear()
+        self.evals.clear()
+        self.eval_runs.clear()
         self.scenarios.clear()
         self.quota_capacity = self.config.quota_capacity
         self.require_training_type = self.config.require_training_type
@@ -241,7 +251,8 @@ class State:
         scenario = self.take_scenario("job")
         markers = training_file["validation"].get("markers", [])
         scenario_name = scenario["scenario"] if scenario else next(
-            (m for m in ("rai_failure", "job_failure", "stuck_queued", "safety_eval_failure") if m in markers), None
+            (m for m in ("rai_failure", "job_failure", "stuck_queued", "safety_eval_failure", "worse_model")
+             if m in markers), None
         )
         options = scenario["options"] if scenario else {}
         job_id = new_id("ftjob")

@@ -7,7 +7,8 @@ Per run, in this order:
    its last attempt: no run stays anywhere forever;
 3. the state's own step: `importing` imports what is missing (each file an effect under a lease), follows the
    files to `processed` and creates the job (an effect); `training` follows the job (one GET per run per tick,
-   by the caller); queue-driven states (`succeeded`, `measuring`, `deploying`) get their deploy message
+   by the caller); `evaluating` takes one step of the evaluation (shared/evaluate.py: one GET per eval run
+   still going); queue-driven states (`succeeded`, `measuring`, `deploying`) get their deploy message
    again when nothing moved for a while and no deployer holds the run's lease.
 
 Active runs come from the blob index tag `active` (derived from the table), never from listing all runs. Work
@@ -118,6 +119,10 @@ def step(services: Services, run_id: str, *, job: FineTuningJob | None = None) -
         return _step_importing(services, record)
     if record.state == RunState.TRAINING:
         return follow_job(services, record, job)
+    if record.state == RunState.EVALUATING:
+        from shared import evaluate
+
+        return evaluate.step(services, record)
     if record.state in QUEUE_DRIVEN_STATES:
         return _requeue_if_stalled(services, record)
     return "idle"
@@ -180,6 +185,10 @@ def _end_at_deadline(services: Services, record: RunRecord) -> str:
     leftovers: list[SurplusObject] = []
     if record.state == RunState.TRAINING and record.job.id:
         leftovers.append(_surplus("job", record.job.id, "run ended at its training deadline"))
+    if record.state == RunState.EVALUATING:
+        from shared.evaluate import candidates_at_deadline
+
+        leftovers += candidates_at_deadline(record)
     if record.state == RunState.IMPORTING:
         leftovers += [
             _surplus("file", slot.file_id, "run ended before training")
@@ -195,7 +204,9 @@ def _end_at_deadline(services: Services, record: RunRecord) -> str:
         rec.fail(r.deadline_code, message)
         return True
 
-    services.store.update(record.id, mutate)
+    ended, _ = services.store.update(record.id, mutate)
+    if record.state == RunState.EVALUATING:
+        remove_surplus(services, ended)  # candidate deployments are billed by the hour: delete them now
     return "deadline"
 
 
@@ -217,6 +228,10 @@ def remove_surplus(services: Services, record: RunRecord) -> RunRecord:
                 services.aoai.files.delete(item.id)
             elif item.kind == "job":
                 services.aoai.jobs.cancel(item.id)
+            elif item.kind in ("eval", "eval_run"):
+                from shared.evaluate import remove_eval_surplus
+
+                remove_eval_surplus(services, record, item.kind, item.id)
             elif services.deployments is not None:
                 services.deployments.begin_delete(item.id)
             results[item.id] = None

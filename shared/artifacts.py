@@ -12,6 +12,8 @@ RESULTS = "results.csv"
 METRICS = "metrics.json"
 LOSS_CHART = "loss.png"
 ACCURACY_CHART = "accuracy.png"
+EVAL = "eval.json"
+EVAL_CHART = "eval.png"
 
 CONTENT_TYPES: dict[str, str] = {
     VALIDATION_REPORT: "application/json",
@@ -20,6 +22,8 @@ CONTENT_TYPES: dict[str, str] = {
     EVENTS: "application/json",
     LOSS_CHART: "image/png",
     ACCURACY_CHART: "image/png",
+    EVAL: "application/json",
+    EVAL_CHART: "image/png",
 }
 """Every artifact a run may have (the record itself is served as the run, not as an artifact)."""
 

@@ -75,6 +75,9 @@ def _handle(services: Services, body: str, dequeue_count: int) -> RunRecord | No
     if record.terminal:
         log.info("run %s is %s: deploy message has nothing to do", run_id, record.state.value)
         return record
+    if record.state == RunState.EVALUATING:
+        log.info("run %s is being evaluated (the timer's): the verdict queues the deploy message", run_id)
+        return record
     if record.state not in QUEUE_DRIVEN_STATES:
         # The timer queues the message just before it records `succeeded`: try again shortly.
         raise DeployRetry(f"run {run_id} is still {record.state.value}")
@@ -102,6 +105,10 @@ def _measure_gate_deploy(services: Services, record: RunRecord, dequeue_count: i
         gate = check_gate(services, record, summary)
         if gate is not None and not gate.passed:
             return store.end(run_id, RunState.GATED, "quality_gate", "; ".join(gate.reasons))
+        if record.spec.evaluation is not None:
+            from shared import evaluate
+
+            return evaluate.start(services, store.get(run_id))
         if not record.spec.deployment.enabled:
             return store.advance(
                 run_id, (RunState.MEASURING,), RunState.TRAINED, "deploy=false: trained and measured, not deployed"
@@ -138,7 +145,11 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
         return services.store.end(
             record.id, RunState.FAILED, "no_model", "the job succeeded without a fine_tuned_model"
         )
-    name = spec.name or _default_name(record.id)
+    evaluated = record.evaluation
+    if evaluated is not None and evaluated.passed and evaluated.candidate.model:
+        model = evaluated.candidate.model  # the candidate the evaluation chose (the best checkpoint, maybe)
+    serve_as = record.spec.serve_as
+    name = serve_as or spec.name or _default_name(record.id)
 
     def mark(r: RunRecord) -> bool:
         r.deployment.started_at = r.deployment.started_at or utcnow()
@@ -153,6 +164,11 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
     wait = services.settings.deploy_wait_seconds
     try:
         existing = services.deployments.get(name)
+        if serve_as and existing is not None and existing.model_name not in (None, model):
+            from shared.promote import note_previous
+
+            note_previous(services, record.id, name, existing.model_name)  # the lineage, before the PUT
+            existing = None  # promotion: the serving deployment is moved to the new model (ARM PUT)
         if existing is not None and existing.model_name not in (None, model):
             return services.store.end(
                 record.id,
@@ -194,6 +210,11 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
             r.warn("smoke_test_failed", f"smoke test failed: {smoke.error}")
 
     note = f"deployment {name} serves {model}"
+    if serve_as:
+        from shared.promote import record_promotion
+
+        record_promotion(services, record.id, name, model)
+        note += " (promoted)"
     if smoke is not None:
         note += f"; smoke test {smoke.status} in {smoke.latency_ms} ms"
     return services.store.advance(record.id, (RunState.DEPLOYING,), RunState.DEPLOYED, note, finish)[0]

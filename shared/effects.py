@@ -61,7 +61,7 @@ class Effect(Generic[T]):
     """One effect of one run: how to tell it is wanted or done, find it, create it, and record it."""
 
     key: str
-    kind: Literal["file", "job", "deployment"]
+    kind: Literal["file", "job", "deployment", "eval", "eval_run"]
     wanted: Callable[[RunRecord], bool]
     recorded: Callable[[RunRecord], str | None]
     """The id of the recorded result (None: not done yet)."""

@@ -1,6 +1,7 @@
 """Importing a run's files into Azure OpenAI: one effect per file, then following each to `processed`.
 
-Each file (training, validation) is its own effect (`import:training`, `import:validation`) under its own
+Each file (training, validation, test) is its own effect (`import:training`, `import:validation`, `import:test`,
+the last with purpose `evals`) under its own
 lease: the files import API is sent at most once per file, with a read-only SAS URL for exactly the
 validated snapshot. A lost answer is reconciled by the file's run-derived name (`<run_id>-<kind>.jsonl`).
 """
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def import_effect(services: Services, kind: str) -> Effect[FileObject]:
+    purpose = "evals" if kind == "test" else "fine-tune"  # the test set is eval data, never training data
     def slot(r: RunRecord) -> ImportSlot:
         return r.files.slot(kind)
 
@@ -34,7 +36,7 @@ def import_effect(services: Services, kind: str) -> Effect[FileObject]:
             ttl=timedelta(minutes=services.settings.sas_ttl_minutes),
             account_key=services.storage.account_key,
         )
-        created = services.aoai.files.import_from_url(s.filename, url, purpose="fine-tune")
+        created = services.aoai.files.import_from_url(s.filename, url, purpose=purpose)
         log.info("run %s: imported %s as %s", r.id, kind, created.id)
         return created
 
@@ -42,7 +44,7 @@ def import_effect(services: Services, kind: str) -> Effect[FileObject]:
         filename = slot(r).filename
         if filename is None:
             return []
-        found = [f for f in services.aoai.files.find_by_filename(filename) if f.status != "deleted"]
+        found = [f for f in services.aoai.files.find_by_filename(filename, purpose) if f.status != "deleted"]
         return sorted(found, key=lambda f: f.created_at or 0)  # keep the first one made
 
     def record(r: RunRecord, f: FileObject) -> None:

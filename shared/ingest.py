@@ -11,6 +11,7 @@ with `data.validation.jsonl` when it exists, or with the blob named by metadata 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
 from shared import artifacts
+from shared.evalspec import Evaluation
+from shared.heldout import HeldOut, hold_out_test_set
 from shared.imports import ensure_imports
 from shared.names import (
     InvalidName,
@@ -28,7 +31,9 @@ from shared.names import (
     companion_name,
     is_folder_marker,
     is_profile_name,
+    is_test_companion,
     is_validation_companion,
+    test_companion_name,
 )
 from shared.runs import (
     BlobRef,
@@ -56,6 +61,10 @@ from shared.validation import Issue, ValidationOptions, ValidationReport, split_
 
 log = logging.getLogger(__name__)
 
+TEST_SET_MISSING = (
+    "the run asks for an evaluation but has no held-out test set: drop a <name>.test.jsonl companion first, name "
+    "one with blob metadata test_blob, or set test_split (a fraction held out by example hash)"
+)
 BLOB_CHANGED = "the blob was overwritten while it was being read; the new version is a run of its own"
 _SPOOL_BYTES = 8 * 1024 * 1024
 
@@ -63,8 +72,8 @@ _SPOOL_BYTES = 8 * 1024 * 1024
 def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
     """The blob trigger's work. Safe to run any number of times for the same blob version, concurrently."""
     name, container = blob.blob_name, blob.container_name
-    if is_validation_companion(name):
-        log.info("%s/%s is a validation companion file, not a run", container, name)
+    if is_validation_companion(name) or is_test_companion(name):
+        log.info("%s/%s is a validation or test companion file, not a run", container, name)
         return None
     try:
         props = blob.get_blob_properties()
@@ -111,12 +120,19 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         validation_blob = _find_validation_blob(services, container, name, metadata)
     except SpecError as exc:
         return services.store.end(run_id, RunState.REJECTED, "validation_file_missing", str(exc))
+    try:
+        test_blob = _find_test_blob(services, container, name, metadata)
+    except SpecError as exc:
+        return services.store.end(run_id, RunState.REJECTED, "test_file_missing", str(exc))
+    if spec.evaluation is not None and test_blob is None and spec.test_split == 0:
+        return services.store.end(run_id, RunState.REJECTED, "test_set_missing", TEST_SET_MISSING)
 
     _, unknown = metadata_overrides(metadata)
 
     def start_validating(r: RunRecord) -> None:
         r.spec = spec
         r.source.validation_blob = validation_blob
+        r.source.test_blob = test_blob
         if unknown:
             r.warn(
                 "unknown_metadata",
@@ -135,14 +151,21 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         return services.store.end(run_id, RunState.FAILED, "blob_changed", BLOB_CHANGED)
     pinned = _client(services, training)
     report, sha256 = _validate(services, pinned, _client(services, validation) if validation else None, spec)
+    summary = _summary(report)
+    problem = _format_problem(report, spec) if report.valid else None
+    held_out: HeldOut | None = None
+    if report.valid and not problem and (test_blob is not None or spec.test_split > 0):
+        held_out, test_problem = _hold_out_test_set(services, pinned, run_id, spec, container, test_blob)
+        problem = test_problem
+    document = report.model_dump(mode="json")
+    if held_out is not None:
+        document["test_set"] = held_out.report
     store.put_artifact(
         run_id,
         artifacts.VALIDATION_REPORT,
-        report.model_dump_json(indent=2),
+        json.dumps(document, indent=2),
         artifacts.content_type(artifacts.VALIDATION_REPORT),
     )
-    summary = _summary(report)
-    problem = _format_problem(report, spec) if report.valid else None
     if not report.valid or problem:
         message = problem or _rejection_message(report)
 
@@ -157,13 +180,18 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
     if report.format == "preference" and spec.method != "dpo":
         spec = spec.model_copy(update={"method": "dpo"})
 
+    training_source = pinned
+    if held_out is not None and held_out.rest is not None:
+        training = held_out.rest  # the test split's remainder: the test examples are never trained on
+        training_source = services.blobs.get_blob_client(training.container, training.name)
     if validation_blob is None and spec.validation_split > 0:
-        staged = _stage_split(services, pinned, run_id, spec.validation_split)
+        staged = _stage_split(services, training_source, run_id, spec.validation_split)
         if staged is not None:
             training, validation = staged  # staging blobs are the run's own: no snapshot needed
     files = RunFiles(
         training=ImportSlot(blob=training, filename=import_filename(run_id, "training")),
         validation=ImportSlot(blob=validation, filename=import_filename(run_id, "validation") if validation else None),
+        test=ImportSlot(blob=held_out.items, filename=import_filename(run_id, "test")) if held_out else ImportSlot(),
     )
 
     def start_importing(r: RunRecord) -> None:
@@ -171,6 +199,12 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         r.validation = summary
         r.source.sha256 = sha256
         r.files = files
+        if spec.evaluation is not None:
+            r.evaluation = Evaluation(
+                status="pending",
+                test_examples=int(held_out.report["examples"]) if held_out else 0,
+                graders=spec.evaluation.labels(),
+            )
         for warning in report.warnings[:5]:
             r.warn(warning.code, _issue_text(warning))
 
@@ -283,6 +317,22 @@ def _find_validation_blob(services: Services, container: str, name: str, metadat
     return companion if client.get_blob_client(companion).exists() else None
 
 
+def _find_test_blob(services: Services, container: str, name: str, metadata: dict[str, str]) -> str | None:
+    """The held-out test set: named by metadata `test_blob` (must exist), else `<stem>.test.jsonl` if present."""
+    named = metadata.get("test_blob")
+    client = services.blobs.get_container_client(container)
+    if named:
+        try:
+            check_blob_name(named, what="metadata test_blob")
+        except InvalidName as exc:
+            raise SpecError(str(exc)) from None
+        if not client.get_blob_client(named).exists():
+            raise SpecError(f"metadata test_blob names {container}/{named}, which does not exist: upload it first")
+        return named
+    companion = test_companion_name(name)
+    return companion if client.get_blob_client(companion).exists() else None
+
+
 def _hashing(chunks: Iterator[bytes], digest: hashlib._Hash) -> Iterator[bytes]:
     for chunk in chunks:
         digest.update(chunk)
@@ -327,6 +377,17 @@ def _rejection_message(report: ValidationReport) -> str:
     more = report.error_count - min(3, len(report.errors))
     tail = f" (and {more} more; the full report is validation.json beside the run)" if more > 0 else ""
     return f"the training data is invalid: {head}{tail}"
+
+
+def _hold_out_test_set(
+    services: Services, pinned: BlobClient, run_id: str, spec: RunSpec, container: str, test_blob: str | None
+) -> tuple[HeldOut | None, str | None]:
+    """(the held-out test set, or the reason it is unusable)."""
+    test_client = None
+    if test_blob is not None:
+        snapshot = str(services.blobs.get_blob_client(container, test_blob).create_snapshot()["snapshot"])
+        test_client = services.blobs.get_blob_client(container, test_blob, snapshot=snapshot)
+    return hold_out_test_set(services, pinned, run_id, spec, test_client)
 
 
 # --- staging ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
                                                                                    measuring
                                                         trained (deploy=false) <---/   |   \\---> gated
                                                                                        v
+                                                              (spec.evaluation) evaluating --timer--> gated | trained
+                                                                                       v
                                                                                    deploying --> deployed
 
 Every non-terminal state can also end in `failed` (its deadline, or an error the service gives), and
@@ -44,6 +46,9 @@ class RunState(StrEnum):
     """The job succeeded and a deploy message is queued; nothing has been measured yet."""
     MEASURING = "measuring"
     """results.csv is being turned into metrics and charts, and the quality gate is checked."""
+    EVALUATING = "evaluating"
+    """Measured; the candidate is deployed for evaluation and scored against the baseline on the held-out test
+    set (Evals API runs the timer follows); the candidate deployment is deleted once the verdict is in."""
     DEPLOYING = "deploying"
     """The gate passed: the deployment and its smoke test are under way."""
     TRAINED = "trained"
@@ -121,9 +126,14 @@ LIFECYCLE: dict[RunState, StateRule] = {
             swept=True, requeue_after=timedelta(minutes=10),
         ),
         StateRule(
-            S.MEASURING, Driver.DEPLOY_QUEUE, frozenset({S.DEPLOYING, S.TRAINED, S.GATED}) | _ENDS,
+            S.MEASURING, Driver.DEPLOY_QUEUE, frozenset({S.DEPLOYING, S.EVALUATING, S.TRAINED, S.GATED}) | _ENDS,
             timedelta(days=1), "measure_incomplete", "failed with the last attempt's reason",
             swept=True, requeue_after=timedelta(minutes=10),
+        ),
+        StateRule(
+            S.EVALUATING, Driver.TIMER, frozenset({S.DEPLOYING, S.TRAINED, S.GATED}) | _ENDS, timedelta(days=1),
+            "evaluation_incomplete", "failed with the last attempt's reason; the candidate deployments are deleted",
+            swept=True,
         ),
         StateRule(
             S.DEPLOYING, Driver.DEPLOY_QUEUE, frozenset({S.DEPLOYED}) | _ENDS, timedelta(days=1),

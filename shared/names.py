@@ -19,6 +19,7 @@ import re
 
 MAX_BLOB_NAME = 1024  # Azure's limit for a blob name
 VALIDATION_SUFFIX = ".validation.jsonl"  # compared case-insensitively, here only
+TEST_SUFFIX = ".test.jsonl"  # the held-out test set's companion, likewise
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
@@ -84,6 +85,17 @@ def check_artifact_name(name: str) -> str:
 def is_validation_companion(blob_name: str) -> bool:
     """`x.validation.jsonl` (any case) is the validation file of `x.jsonl`, never a run of its own."""
     return blob_name.lower().endswith(VALIDATION_SUFFIX)
+
+
+def is_test_companion(blob_name: str) -> bool:
+    """`x.test.jsonl` (any case) is the held-out test set of `x.jsonl`, never a run of its own."""
+    return blob_name.lower().endswith(TEST_SUFFIX)
+
+
+def test_companion_name(blob_name: str) -> str:
+    """The test companion's name for a training blob: `team/x.jsonl` -> `team/x.test.jsonl`."""
+    stem = blob_name[: -len(".jsonl")] if blob_name.lower().endswith(".jsonl") else blob_name
+    return stem + TEST_SUFFIX
 
 
 def companion_name(blob_name: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.evalspec import EvalProgress, Evaluation, EvaluationSpec, Promotion
 from shared.gate import GateResult, GateSpec
 from shared.lifecycle import SWEPT_STATES, TERMINAL_STATES, RunState, allowed
 from shared.metrics import MetricsSummary
@@ -62,6 +63,7 @@ class RunSource(_Model):
     size: int | None = None
     sha256: str | None = None
     validation_blob: str | None = None
+    test_blob: str | None = None
 
 
 class Hyperparameters(_Model):
@@ -94,6 +96,11 @@ class RunSpec(_Model):
     validation_split: float = Field(default=0.1, ge=0.0, lt=0.5)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     gate: GateSpec | None = None
+    test_split: float = Field(default=0.0, ge=0.0, lt=0.5)
+    """Fraction held out as the test set (by example hash, disjoint from the validation split)."""
+    evaluation: EvaluationSpec | None = None
+    serve_as: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
+    """The serving deployment a model that passed its evaluation is promoted onto."""
 
 
 class BlobRef(_Model):
@@ -129,12 +136,14 @@ class ImportSlot(_Model):
         return self.blob is not None and self.filename is not None
 
 
-IMPORT_KINDS = ("training", "validation")
+IMPORT_KINDS = ("training", "validation", "test")
 
 
 class RunFiles(_Model):
     training: ImportSlot = Field(default_factory=ImportSlot)
     validation: ImportSlot = Field(default_factory=ImportSlot)
+    test: ImportSlot = Field(default_factory=ImportSlot)
+    """The held-out test set as eval items (purpose `evals`): training never sees it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -143,7 +152,7 @@ class RunFiles(_Model):
         if not isinstance(data, dict) or not any(k.endswith(("_blob", "_file_id", "_filename")) for k in data):
             return data
         upgraded: dict[str, Any] = {}
-        for kind in IMPORT_KINDS:
+        for kind in ("training", "validation"):
             blob = BlobRef.parse(data.get(f"{kind}_blob"), data.get(f"{kind}_snapshot"))
             upgraded[kind] = {
                 "blob": blob.model_dump() if blob else None,
@@ -188,7 +197,7 @@ class SurplusObject(_Model):
     """An object the service created that is not the run's result (a late answer of a fenced-off holder, or a
     second copy found when reconciling). The timer deletes or cancels it and records when."""
 
-    kind: Literal["file", "job", "deployment"]
+    kind: Literal["file", "job", "deployment", "eval", "eval_run"]
     id: str
     effect: str
     found_at: datetime
@@ -288,6 +297,10 @@ class RunRecord(_Model):
     deployment: RunDeployment = Field(default_factory=RunDeployment)
     metrics: MetricsSummary | None = None
     gate: GateResult | None = None
+    evaluation: Evaluation | None = None
+    """The held-out evaluation's verdict (baseline vs candidate): see shared/evaluate.py."""
+    eval: EvalProgress | None = None
+    promotion: Promotion | None = None
     leases: dict[str, Lease] = Field(default_factory=dict)
     """One per effect key (`import:training`, `job_create`, `deploy`, ...): see shared/effects.py."""
     surplus: list[SurplusObject] = Field(default_factory=list)

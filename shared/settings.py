@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     default_deployment_sku: str = "Standard"
     default_deployment_capacity: int = 1
     price_per_million_training_tokens: float | None = None
+    eval_baseline_deployment: str = Field(
+        default="", description="Deployment of the base model an evaluation compares a candidate with (compare_to)."
+    )
+    eval_grader_deployment: str = Field(default="", description="Deployment that answers score_model (judge) graders.")
+    eval_candidate_sku: str = Field(
+        default="Developer", description="SKU of the temporary deployment a candidate is evaluated on (no hosting fee)."
+    )
 
     # --- behaviour ---------------------------------------------------------------------------------------
     sas_ttl_minutes: int = Field(default=120, ge=5, le=24 * 60, description="Lifetime of the import SAS URL.")

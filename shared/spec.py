@@ -9,7 +9,9 @@
   `suffix`, `validation_split`, `validation_blob`, `deploy` (true/false), `deployment_name`, `deployment_sku`,
   `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
   `gate_max_full_valid_loss`, `gate_max_valid_loss`, `gate_max_train_loss`, `gate_min_valid_token_accuracy`,
-  `gate_min_train_token_accuracy`, `gate_allow_overfitting`.
+  `gate_min_train_token_accuracy`, `gate_allow_overfitting`, `test_split`, `test_blob`, `serve_as`,
+  `eval_graders` (a JSON list), `eval_min_score`, `eval_min_improvement`, `eval_regression_tolerance`,
+  `eval_compare_to`, `eval_checkpoints`.
 
 A spec that does not parse is a `SpecError` naming each bad field and where it came from.
 """
@@ -53,9 +55,17 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "gate_min_valid_token_accuracy": ("gate", "min_valid_token_accuracy"),
     "gate_min_train_token_accuracy": ("gate", "min_train_token_accuracy"),
     "gate_allow_overfitting": ("gate", "allow_overfitting"),
+    "test_split": ("test_split",),
+    "serve_as": ("serve_as",),
+    "eval_graders": ("evaluation", "graders"),
+    "eval_min_score": ("evaluation", "min_score"),
+    "eval_min_improvement": ("evaluation", "min_improvement"),
+    "eval_regression_tolerance": ("evaluation", "regression_tolerance"),
+    "eval_compare_to": ("evaluation", "compare_to"),
+    "eval_checkpoints": ("evaluation", "checkpoints"),
 }
 # Metadata keys that are not spec fields but are understood elsewhere.
-OTHER_METADATA = frozenset({"profile", "validation_blob", "submitted_by", "hdi_isfolder"})
+OTHER_METADATA = frozenset({"profile", "validation_blob", "test_blob", "submitted_by", "hdi_isfolder"})
 
 
 class SpecError(ValueError):
@@ -131,7 +141,7 @@ def build_spec(
         doc["profile"] = profile_name
     meta_doc, _unknown = metadata_overrides(metadata)
     doc = merge(doc, meta_doc)
-    for key in ("gate",):
+    for key in ("gate", "evaluation"):
         if isinstance(doc.get(key), dict) and not doc[key]:
             doc[key] = None
     try:

@@ -45,6 +45,9 @@ class Splitter:
     train_out: BinaryWritable
     valid_out: BinaryWritable
     fraction: float = 0.1
+    salt: bytes = b""
+    """Prefixed to every line before hashing: a second split with another salt is independent of the first
+    (the test split uses b"test:", so it takes no more of the validation side than of the training side)."""
     train_written: int = 0
     valid_written: int = 0
     _seq: int = 0
@@ -59,7 +62,7 @@ class Splitter:
 
     def add(self, line: bytes) -> None:
         self._seq += 1
-        pos = split_position(line)
+        pos = split_position(self.salt + line)
         if pos < self.fraction:
             # keep the 10 largest positions: min-heap on pos, evict the smallest
             item = (pos, self._seq, line)
@@ -114,9 +117,10 @@ def split_examples(
     *,
     fraction: float = 0.1,
     chunk_size: int = 1 << 20,
+    salt: bytes = b"",
 ) -> SplitResult:
     """Split a JSONL stream into training and validation JSONL (see the module docstring for the rule)."""
-    splitter = Splitter(train_out, valid_out, fraction)
+    splitter = Splitter(train_out, valid_out, fraction, salt)
     facts = StreamFacts()
     for _, raw in iter_lines(iter_chunks(source, chunk_size), facts, max_bytes=1 << 62, max_line_bytes=1 << 62):
         if raw is None:
