@@ -1,6 +1,8 @@
 """The timer: advance every run the lifecycle table says it sweeps, by one step per tick.
 
 Per run, in this order:
+0. state changes whose events never reached the queue (the process died between the record write and the
+   queue write, or the queue was down) are announced now, with their original ids;
 1. surplus objects (a fenced-off holder's late answer, a second copy, files of a run that ended early) are
    deleted or cancelled, and the removal is recorded;
 2. a run past its state's deadline (shared/lifecycle.py) is ended with the state's code and the reason of
@@ -24,6 +26,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobState, NotFoundError
 from shared.imports import ensure_imports, follow_imports
@@ -37,6 +40,8 @@ from shared.training import ensure_job, follow_job, queue_deploy
 log = logging.getLogger(__name__)
 
 DEPLOY_LEASE = "deploy"
+EVENT_RELAY_AFTER = timedelta(minutes=1)
+"""A state change whose event was not queued this long after it is relayed by the timer."""
 
 
 @dataclass
@@ -105,6 +110,9 @@ def step(services: Services, run_id: str, *, job: FineTuningJob | None = None) -
     if found is None:
         return "missing"
     record = found[0]
+    if record.unannounced and utcnow() - record.history[-1].at > EVENT_RELAY_AFTER:
+        if services.notifier.relay(record):
+            services.store.mark_published(record.id, len(record.history), relayed=True)
     if any(s.removed_at is None for s in record.surplus):
         record = remove_surplus(services, record)
         if record.terminal:

@@ -142,17 +142,21 @@ class Notifier:
     def enabled(self) -> bool:
         return self._events_queue is not None or bool(self.targets)
 
-    def run_changed(self, record: RunRecord, previous: RunState | None) -> None:
+    def run_changed(self, record: RunRecord, previous: RunState | None) -> bool:
+        """Queue the event of the record's latest state change. False when a queue write failed: the run keeps
+        the change as unannounced (`events_published`) and the timer relays it (shared/advance.py)."""
         state_changed(record.state.value)
         if not self.enabled:
-            return
+            return True
         event = run_event(record, previous, source=self.source, price_per_million_tokens=self._price)
         body = to_json(event).decode()
+        queued = True
         if self._events_queue is not None:
             try:
                 _send(self._events_queue, body)
-            except Exception:  # noqa: BLE001 - best effort by design: the state change is already recorded
+            except Exception:  # noqa: BLE001 - the state change is already recorded; the timer relays the event
                 log.exception("run %s: could not queue the state-change event %s", record.id, event.get_id())
+                queued = False
         for target in self.targets:
             assert self._outbox is not None
             message = OutboxMessage(target=target, event=body, first_queued_at=datetime.now(UTC))
@@ -160,6 +164,22 @@ class Notifier:
                 _send(self._outbox, message.model_dump_json())
             except Exception:  # noqa: BLE001 - never block or fail a state change on a notification
                 log.exception("run %s: could not queue %s delivery of event %s", record.id, target, event.get_id())
+                queued = False
+        return queued
+
+    def relay(self, record: RunRecord) -> bool:
+        """Queue the events of every state change of `record` not announced yet (same ids and times as the
+        originals would have had, so a receiver that got one already deduplicates it by id)."""
+        start = record.events_published
+        if start is None:
+            return True
+        ok = True
+        for index in range(max(start, 1), len(record.history)):
+            at_the_time = record.model_copy(
+                update={"history": record.history[: index + 1], "state": record.history[index].state}
+            )
+            ok = self.run_changed(at_the_time, record.history[index - 1].state) and ok
+        return ok
 
 
 def _send(queue: QueueClient, content: str, *, visibility_timeout: int | None = None) -> None:

@@ -305,6 +305,9 @@ class RunRecord(_Model):
     """One per effect key (`import:training`, `job_create`, `deploy`, ...): see shared/effects.py."""
     surplus: list[SurplusObject] = Field(default_factory=list)
     last_attempt: Attempt | None = None
+    events_published: int | None = None
+    """How many history entries have had their state-change events queued (None: not tracked, no notifier).
+    The timer relays the rest, so an event lost between the record write and its queue write is still sent."""
     warnings: list[Note] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     error: RunError | None = None
@@ -327,7 +330,16 @@ class RunRecord(_Model):
     @property
     def needs_sweep(self) -> bool:
         """The timer must look at this run: its state is swept, or objects it does not own wait for deletion."""
-        return self.state in SWEPT_STATES or any(s.removed_at is None for s in self.surplus)
+        return (
+            self.state in SWEPT_STATES
+            or any(s.removed_at is None for s in self.surplus)
+            or self.unannounced
+        )
+
+    @property
+    def unannounced(self) -> bool:
+        """State changes whose events were not queued yet (relayed by the timer)."""
+        return self.events_published is not None and self.events_published < len(self.history)
 
     def transition(self, state: RunState, note: str = "", *, at: datetime | None = None) -> None:
         """Move to `state`, recording it in the history. Raises on a move the lifecycle does not allow."""

@@ -88,10 +88,17 @@ class RunStore:
     """Run records and artifacts under `runs/<run_id>/` in the runs container."""
 
     def __init__(
-        self, container: ContainerClient, on_change: Callable[[RunRecord, RunState], None] | None = None
+        self,
+        container: ContainerClient,
+        on_change: Callable[[RunRecord, RunState], bool | None] | None = None,
+        *,
+        track_events: bool = False,
     ) -> None:
         self.container = container
         self.on_change = on_change
+        """Called after a write that changed a run's state, with the record and its previous state. With
+        `track_events`, True from it marks the change announced (`events_published`); the timer relays the rest."""
+        self.track_events = track_events
         """Called after a write that changed a run's state, with the record and its previous state."""
 
     def ensure(self) -> None:
@@ -104,6 +111,8 @@ class RunStore:
     def create(self, record: RunRecord) -> tuple[RunRecord, str, bool]:
         """Write a new record unless one exists. Returns (record as stored, etag, created)."""
         blob = self.container.get_blob_client(run_folder(record.id) + RECORD_NAME)
+        if self.track_events and record.events_published is None:
+            record.events_published = len(record.history)  # a new run is not announced: its changes are
         try:
             result = blob.upload_blob(
                 _dump(record),
@@ -215,11 +224,32 @@ class RunStore:
 
     def _changed(self, record: RunRecord, before: RunState) -> None:
         log.info("run %s: %s -> %s", record.id, before.value, record.state.value)
-        if self.on_change is not None:
-            try:
-                self.on_change(record, before)
-            except Exception:  # noqa: BLE001 - a notification never breaks the pipeline
-                log.exception("run %s: state-change listener failed", record.id)
+        if self.on_change is None:
+            return
+        try:
+            announced = self.on_change(record, before)
+        except Exception:  # noqa: BLE001 - a notification never breaks the pipeline
+            log.exception("run %s: state-change listener failed", record.id)
+            return
+        if announced and record.events_published is not None:
+            self.mark_published(record.id, len(record.history))
+
+    def mark_published(self, run_id: str, count: int, *, relayed: bool = False) -> None:
+        """The first `count` history entries have had their events queued. A change announced after an earlier one
+        failed leaves the gap alone (the timer relays from the first unannounced change) unless `relayed`."""
+
+        def mark(r: RunRecord) -> bool:
+            if r.events_published is None or r.events_published >= count:
+                return False
+            if not relayed and r.events_published < count - 1:
+                return False
+            r.events_published = count
+            return True
+
+        try:
+            self.update(run_id, mark, on_ended=True)
+        except RunStoreError:
+            log.warning("run %s: could not mark its events published; the timer relays them", run_id)
 
     def end(self, run_id: str, state: RunState, code: str, message: str) -> RunRecord:
         """End a run once (rejected, failed, gated, cancelled) with the reason; a no-op if it already ended."""

@@ -81,7 +81,11 @@ class Services:
                 transport=service_transport("azure_management"),
             )
         notifier, outbox = build_notifications(settings, storage)
-        store = RunStore(blobs.get_container_client(settings.runs_container), on_change=notifier.run_changed)
+        store = RunStore(
+            blobs.get_container_client(settings.runs_container),
+            on_change=notifier.run_changed,
+            track_events=notifier.enabled,
+        )
         return cls(settings, storage, blobs, store, aoai, deployments, notifier, outbox, host)
 
     @property

@@ -207,3 +207,42 @@ def test_warnings_from_repeated_service_errors_do_not_pile_up(
     assert stuck.last_attempt is not None and stuck.warnings == []  # one attempt, replaced each tick
     emulator.clear_faults()
     assert driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False).terminal is False
+
+
+def test_an_event_lost_between_the_record_write_and_the_queue_is_relayed_by_the_timer(
+    app_env: dict[str, str], emulator: Any, unique_name: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.notifications as notifications
+
+    env = {**app_env, "EVENTS_QUEUE": unique_name("events")}
+    services = Services.from_settings(settings_from_env(env), env=env)
+    services.ensure_storage()
+    driver = Driver(services, emulator)
+    real_send = notifications._send
+    calls = {"n": 0}
+
+    def first_send_fails(queue: Any, content: str, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the queue is down for this one write")
+        real_send(queue, content, **kwargs)
+
+    monkeypatch.setattr(notifications, "_send", first_send_fails)
+    record = driver.blob_event(driver.drop("relay.jsonl", chat_lines(12), {"validation_split": "0"}))
+    assert record is not None and record.state == RunState.IMPORTING
+    stored = services.store.get(record.id)
+    assert stored.events_published == 1 and stored.unannounced  # `validating` never reached the queue
+    events = services.queue(env["EVENTS_QUEUE"])
+
+    def event_ids() -> list[str]:
+        return [json.loads(m.content)["id"] for m in events.peek_messages(max_messages=32)]
+
+    assert event_ids() == [f"{record.id}:3:importing"]
+    tick(services)
+    assert f"{record.id}:2:validating" not in event_ids()  # not yet: a change gets a minute to be announced
+    age_run(services, record.id, timedelta(minutes=2))
+    tick(services)
+    ids = event_ids()
+    assert f"{record.id}:2:validating" in ids  # relayed with its original id (the receiver dedupes by id)
+    relayed = services.store.get(record.id)
+    assert relayed.events_published == len(relayed.history) and not relayed.unannounced
