@@ -40,6 +40,7 @@ REFRESH_SECONDS = 5
 ROUTE_PREFIX = "/api"  # host.json extensions.http.routePrefix
 ARTIFACTS = artifacts.ARTIFACTS
 CHARTS = (("loss.png", "loss"), ("accuracy.png", "token accuracy"))
+EVAL_CHART = "eval.png"
 ISSUES_PER_CODE = 3
 EVENTS_SHOWN = 12
 
@@ -273,6 +274,8 @@ class RunView:
     """(label, image URL, alt text) of each chart that exists."""
     artifacts: list[tuple[str, str]] = field(default_factory=list)
     gate_checks: list[dict[str, Any]] = field(default_factory=list)
+    eval_chart: str | None = None
+    """URL of eval.png (baseline vs candidate), when the evaluation drew one."""
 
 
 def group_issues(issues: Sequence[Mapping[str, Any]], counts: Mapping[str, int] | None = None) -> list[IssueGroup]:
@@ -332,6 +335,8 @@ def run_page(
     for name, label in CHARTS:
         if name in present:
             view.charts.append((label, links.chart(record.id, name), _chart_alt(summary, label)))
+    if EVAL_CHART in present:
+        view.eval_chart = links.artifact(record.id, EVAL_CHART)
     view.artifacts = [(name, links.artifact(record.id, name)) for name in ARTIFACTS if name in present]
     view.artifacts.append(("run.json (the record)", links.record(record.id)))
     if record.gate:

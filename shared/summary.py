@@ -54,6 +54,10 @@ class RunSummary(BaseModel):
     """passed / failed, once a smoke test ran."""
     verdict: str | None = None
     """The quality gate's: passed / failed (None when no gate ran)."""
+    evaluation: str | None = None
+    """The held-out evaluation's: passed / failed once completed, else its status (None without one)."""
+    evaluation_improvement: float | None = None
+    """Candidate score minus baseline score on the held-out test set."""
     final_train_loss: float | None = None
     final_valid_loss: float | None = None
     error: SummaryError | None = None
@@ -105,6 +109,8 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
         deployed_model=deployment.model,
         smoke_test=deployment.smoke_test.status if deployment.smoke_test else None,
         verdict=verdict,
+        evaluation=_evaluation_verdict(record),
+        evaluation_improvement=record.evaluation.improvement if record.evaluation is not None else None,
         final_train_loss=_number(metrics.final_train_loss) if metrics else None,
         final_valid_loss=(
             _first_number(metrics.final_full_valid_loss, metrics.final_valid_loss) if metrics else None
@@ -126,3 +132,12 @@ def _number(value: object) -> float | None:
 
 def _first_number(*values: object) -> float | None:
     return next((n for n in map(_number, values) if n is not None), None)
+
+
+def _evaluation_verdict(record: RunRecord) -> str | None:
+    evaluation = record.evaluation
+    if evaluation is None:
+        return None
+    if evaluation.status == "completed" and evaluation.passed is not None:
+        return "passed" if evaluation.passed else "failed"
+    return evaluation.status

@@ -134,3 +134,29 @@ def test_a_retrying_run_says_what_went_wrong_last_and_warnings_show_their_code()
     assert "<code>queued_long</code> the job has waited 75 minutes in the queue" in html
     record.fail("quota", "no room")
     assert "retrying-title" not in run_page(record)  # ended: the error says it, not a retry box
+
+
+def test_an_evaluated_run_shows_baseline_against_candidate() -> None:
+    from shared.evalspec import EvalSide, Evaluation
+
+    record = _record(1)
+    record.evaluation = Evaluation(
+        status="completed",
+        test_examples=14,
+        graders=["exact", "similar"],
+        baseline=EvalSide(model="gpt-4o-mini", deployment="support", score=0.61, pass_rate=0.5),
+        candidate=EvalSide(model="gpt-4o-mini.ft-1", deployment="eval-cand", score=0.58, pass_rate=0.43),
+        improvement=-0.03,
+        ci95=(-0.08, 0.02),
+        passed=False,
+        reasons=["the candidate scores 0.580, below the baseline's 0.610"],
+    )
+    html = run_page(record, artifacts=["eval.png"], code="k")
+    assert '<h2 id="evaluation-title">Evaluation: baseline vs candidate</h2>' in html
+    assert 'failed</span>  on 14 held-out examples (graders: exact, similar); improvement -0.030' in html
+    assert "(95% interval -0.080 to +0.020)" in html
+    assert "<td class=\"num\">0.610</td>" in html and "<td class=\"num\">43%</td>" in html
+    assert "the candidate scores 0.580, below the baseline&#39;s 0.610" in html
+    assert 'src="/api/runs/run-000000000001/eval.png?code=k"' in html
+    row = runs_page(listing_from_records([record], RunsQuery()), RunsQuery())
+    assert '<span class="fail">failed</span><div class="muted">-0.030</div>' in row
