@@ -29,8 +29,15 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the e2e webhook secret, 32 bytes"
 
 
 def _wait_until_terminal(
-    services: Services, run_id: str, timeout: float = 120, until: Callable[[RunRecord], bool] | None = None
+    services: Services,
+    run_id: str,
+    timeout: float = 120,
+    until: Callable[[RunRecord], bool] | None = None,
+    *,
+    emulator_url: str | None = None,
 ) -> RunRecord | None:
+    """Poll the record until the run ends; with `emulator_url`, move the emulator's clock on between polls so
+    jobs and deployments finish without waiting for them (the devhost's timer and queues still run in real time)."""
     deadline = time.monotonic() + timeout
     record = None
     while time.monotonic() < deadline:
@@ -38,6 +45,8 @@ def _wait_until_terminal(
         record = found[0] if found else None
         if record is not None and (record.terminal or (until is not None and until(record))):
             break
+        if emulator_url:
+            httpx.post(f"{emulator_url}/_emulator/clock", json={"advance_seconds": 3}, timeout=10)
         time.sleep(0.5)
     return record
 
@@ -54,7 +63,7 @@ def test_two_devhosts_take_a_drop_to_deployed_once(tmp_path: Path) -> None:
             validation_path=str(DATA / "support-valid.jsonl"),
             metadata={"deployment_name": "e2e", "suffix": "e2e"},
         )
-        record = _wait_until_terminal(services, run_id)
+        record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
         assert record is not None and record.state == RunState.DEPLOYED, record and record.model_dump_json(indent=1)
         assert record.deployment.smoke_test is not None and record.deployment.smoke_test.status == "passed"
         jobs = [j for j in services.aoai.jobs.list(limit=100) if j.training_file == record.files.training.file_id]
@@ -87,7 +96,7 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
             name="quota.jsonl",
             metadata={"deployment_name": "no-room", "validation_split": "0"},
         )
-        record = _wait_until_terminal(services, run_id)
+        record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
         assert record is not None and record.state == RunState.FAILED, record and record.state
         assert record.error is not None and record.error.code == "InsufficientQuota"
         assert "gave up after 3 tries" in record.error.message and "capacity" in record.error.message
@@ -163,7 +172,7 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
             services.queue(services.settings.submit_queue).send_message(
                 json.dumps({"url": f"{hook}/data.jsonl", "name": "queued.jsonl", "spec": {"deploy": "false"}})
             )
-            record = _wait_until_terminal(services, run_id)
+            record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
             assert record is not None and record.state == RunState.DEPLOYED
 
             listed = httpx.get(f"{stack.http_url}/runs", headers=key).json()
@@ -182,7 +191,7 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
                 )
                 time.sleep(0.5)
             assert queued_run is not None
-            queued = _wait_until_terminal(services, queued_run.id)
+            queued = _wait_until_terminal(services, queued_run.id, emulator_url=stack.emulator_url)
             assert queued is not None and queued.state == RunState.TRAINED  # deploy=false: trained and measured
             assert queued.metrics is not None
             # Webhooks are delivered from the outbox, after the state change: wait for the last one.
