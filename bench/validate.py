@@ -99,9 +99,9 @@ def ten_lines() -> Path:
     return path
 
 
-def timed(argv: Sequence[str], *, core: int | None = None) -> dict[str, float]:
+def timed(argv: Sequence[str], *, core: int | None = None, figures_out: bool = True) -> dict[str, float]:
     """Run under /usr/bin/time (pinned to one core with taskset when `core` is given): wall s, CPU s
-    (user + sys), peak RSS MB, and the figures of the last JSON object the command printed."""
+    (user + sys), peak RSS MB, and (`figures_out`) the figures of the JSON object the command printed last."""
     prefix = ["taskset", "-c", str(core)] if core is not None else []
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "TIME %e %U %S %M", *prefix, *argv],
@@ -115,7 +115,7 @@ def timed(argv: Sequence[str], *, core: int | None = None) -> dict[str, float]:
     wall, user, sys_, kb = next(ln for ln in reversed(proc.stderr.splitlines()) if ln.startswith("TIME ")).split()[1:]
     figures: dict[str, float] = {"wall": float(wall), "cpu": float(user) + float(sys_), "rss_mb": int(kb) / 1024}
     out = proc.stdout.strip()
-    if out:
+    if figures_out:
         start = out.rfind("\n{") + 1 if not out.startswith("{") else 0
         report = json.loads(out[start:])
         if "tokens" in report and isinstance(report["tokens"], dict):  # our report
@@ -186,7 +186,7 @@ def print_throughput(kind: str, path: Path, med: dict[str, dict[str, dict[str, f
         f"{kind}: vs the tokenizer floor: wall {floor['wall'] / ours['wall']:.2f}x, "
         f"CPU {ours['cpu'] / floor['cpu']:.2f}x (its own tokenize-only time {floor['seconds']:.2f} s)",
         f"{kind}: tokens ours {int(ours['tokens']):,}, baseline {int(base['tokens']):,}, floor "
-        f"{int(floor['tokens']):,}: {'identical' if same else 'DIFFERENT'}",
+        f"{int(floor['tokens']):,} (content only, no per-message tokens): {'identical' if same else 'DIFFERENT'}",
     ]
     for v in verdicts:
         print("  " + v)
@@ -223,7 +223,7 @@ def import_profile() -> tuple[float, list[tuple[str, float]]]:
     for ln in proc.stderr.splitlines():
         m = _IMPORTTIME.match(ln)
         if m:
-            rows.append((len(m.group(3)), m.group(4), int(m.group(2)) / 1e6))
+            rows.append((len(m.group(3)) // 2, m.group(4), int(m.group(2)) / 1e6))
     total = next(t for depth, name, t in rows if name == "function_app")
     top = sorted(((name, t) for depth, name, t in rows if depth == 1), key=lambda r: -r[1])
     return total, top
@@ -234,13 +234,13 @@ def cold(repeat: int, verdicts: list[str]) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(REPO / "shared"), str(REPO / "blueprints")], env=_env()
     )
-    imports = [timed([sys.executable, "-c", "import function_app"]) for _ in range(repeat)]
+    imports = [timed([sys.executable, "-c", "import function_app"], figures_out=False) for _ in range(repeat)]
     profiles = [import_profile() for _ in range(repeat)]
     wall = statistics.median(m["wall"] for m in imports)
     total = statistics.median(p[0] for p in profiles)
     top = min(profiles, key=lambda p: abs(p[0] - total))[1]
     path = ten_lines()
-    cli = [timed([sys.executable, "-m", "shared.cli", "validate", str(path)]) for _ in range(repeat)]
+    cli = [timed([sys.executable, "-m", "shared.cli", "validate", str(path)], figures_out=False) for _ in range(repeat)]
     cli_wall = statistics.median(m["wall"] for m in cli)
     print(f"  import function_app: {wall:.2f} s wall (process), {total:.2f} s by -X importtime; slowest top-level:")
     for name, t in top[:8]:
