@@ -39,8 +39,9 @@ class DuplicateFinder:
         self.keep = keep
         self.capacity = capacity or self.CAPACITY
         self.reference = reference
-        self.threshold: int = _ALL if reference is None else reference.threshold
-        if reference is not None:  # one budget for both files
+        self.threshold: int = _ALL
+        if reference is not None:  # one budget for both files; the same sample, or a smaller one
+            self.threshold = reference.threshold
             self.capacity = max(self.PENDING, self.capacity - len(reference.keys))
         self.keys: _U64 = np.zeros(0, dtype=np.uint64)
         self.lines: _U32 = np.zeros(0, dtype=np.uint32)
@@ -71,15 +72,15 @@ class DuplicateFinder:
         lines = np.array(self._pending_lines, dtype=np.uint32)
         self._pending_keys = array("Q")
         self._pending_lines = array("I")
+        if self.reference is not None:  # against the reference's sample, whatever this finder's own
+            hit, their_lines = self.reference.lookup(keys)
+            self.overlaps += int(hit.sum())
+            _keep_first(self.first_overlaps, self.keep, lines[hit], their_lines[hit])
         if self.threshold < _ALL:
             sampled = keys < np.uint64(self.threshold)
             keys, lines = keys[sampled], lines[sampled]
         if not keys.size:
             return
-        if self.reference is not None:
-            hit, their_lines = self.reference.lookup(keys)
-            self.overlaps += int(hit.sum())
-            _keep_first(self.first_overlaps, self.keep, lines[hit], their_lines[hit])
         order = np.argsort(keys, kind="stable")  # equal hashes stay in line order
         keys, lines = keys[order], lines[order]
         run_start = np.empty(keys.size, dtype=bool)

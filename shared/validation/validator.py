@@ -334,7 +334,7 @@ def _duplicates(result: _Scan, which: Which, log: IssueLog) -> None:
 
 def _overlap(valid: _Scan, log: IssueLog) -> None:
     finder = valid.duplicates
-    note = _sampling_note(finder)
+    note = _sampling_note(finder.reference) if finder.reference is not None else ""
     for line, train_line in finder.first_overlaps:
         log.add(
             Code.TRAIN_VALIDATION_OVERLAP,

@@ -278,3 +278,21 @@ def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyP
     small, large = _peak(tiny(30_000)), _peak(tiny(120_000))
     # per-example arrays would add at least 28 bytes x 90,000 = 2.5 MB
     assert large - small < 250_000, (small, large)
+
+
+def test_overlap_stays_exact_when_the_validation_file_is_sampled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 16)
+    rng = random.Random(5)
+    train_keys = [rng.getrandbits(64) for _ in range(100)]
+    train = DuplicateFinder(keep=10**6, capacity=120)
+    _feed(train, train_keys)
+    assert train.sampled_fraction == 1.0
+    shared = rng.sample(train_keys, 50)
+    valid_keys = [rng.getrandbits(64) for _ in range(450)] + shared
+    rng.shuffle(valid_keys)
+    valid = DuplicateFinder(keep=10**6, reference=train, capacity=120)
+    _feed(valid, valid_keys)
+    assert valid.sampled_fraction < 1.0  # its own duplicates are sampled...
+    assert valid.overlaps == 50  # ...its overlap with the training file is not
+    where = {k: i for i, k in enumerate(train_keys, start=1)}
+    assert valid.first_overlaps == [(i, where[k]) for i, k in enumerate(valid_keys, start=1) if k in where]
