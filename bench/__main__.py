@@ -5,7 +5,11 @@ import sys
 from bench import tick, validate
 
 if __name__ == "__main__":
-    print("== validator: ours vs the notebook baseline and the tokenizer floor (64 MB file) ==", flush=True)
+    print(
+        "== validator: baseline, tokenizer floor and ours; default and realistic files; 2 cores and 1 core; "
+        "memory near 512 MiB; cold starts ==",
+        flush=True,
+    )
     code = validate.main([])
     print("\n== timer tick: 1,000 active runs, 50 ms added per call; drop-to-job for a 10 MB file ==", flush=True)
     code = tick.main([]) or code
