@@ -366,6 +366,10 @@ def _temp_beside(target: Path, temps: list[Path]) -> Iterator[BinaryIO]:
 _LOCAL_COMMANDS = frozenset({"validate", "convert"})
 
 
+def _command(words: Sequence[str]) -> str | None:
+    return next((w for w in words if not w.startswith("-")), None)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; for `validate` and `convert` (read from `argv`) without the run commands, whose imports
     (storage SDK, run records) would be most of a local command's start-up time."""
@@ -373,8 +377,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_validate(sub)
     _add_convert(sub)
-    words = sys.argv[1:] if argv is None else argv
-    if next((w for w in words if not w.startswith("-")), None) not in _LOCAL_COMMANDS:
+    if _command(sys.argv[1:] if argv is None else argv) not in _LOCAL_COMMANDS:
         from shared.runs_cli import add_run_commands  # drop, runs, status (need storage; imported lazily)
 
         add_run_commands(sub)
@@ -412,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_now(code: int) -> None:
     """Flush and end the process without tearing down the interpreter: freeing tiktoken's tables alone
-    takes about 0.1 s, as much as a small file's validation. Only for `python -m shared.cli`."""
+    takes about 0.1 s, as much as a small file's validation. Only for `python -m shared.cli validate` and
+    `convert` (nothing of theirs waits for exit handlers; the run commands exit normally)."""
     with contextlib.suppress(BrokenPipeError):  # `... | head` that left before the last bytes
         sys.stdout.flush()
         sys.stderr.flush()
@@ -420,4 +424,7 @@ def _exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    _exit_now(main())
+    exit_code = main()
+    if _command(sys.argv[1:]) in _LOCAL_COMMANDS:
+        _exit_now(exit_code)
+    sys.exit(exit_code)
