@@ -275,9 +275,10 @@ def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyP
         )
 
     validate(tiny(10))  # tokenizer loaded and cached before measuring
-    small, large = _peak(tiny(30_000)), _peak(tiny(120_000))
-    # per-example arrays would add at least 28 bytes x 90,000 = 2.5 MB
-    assert large - small < 250_000, (small, large)
+    small, large = _peak(tiny(20_000)), _peak(tiny(100_000))
+    # per-example state of the old kind (a hash, a line and four counts) would add 28 bytes x 80,000 = 2.2 MB;
+    # what may differ between two runs is which batches are in flight at the peak (well under 1 MB)
+    assert large - small < 1_000_000, (small, large)
 
 
 def test_overlap_stays_exact_when_the_validation_file_is_sampled(monkeypatch: pytest.MonkeyPatch) -> None:
