@@ -2,6 +2,8 @@
 
 - `POST /api/runs?name=data.jsonl&model=...` body = JSONL (spec keys as query parameters)
 - `GET  /api/runs` (newest first), `GET /api/runs/{run_id}`, `GET /api/runs/{run_id}/{artifact}`
+- `POST /api/runs/{run_id}/promote[?deployment=NAME]`, `POST /api/deployments/{name}/rollback`,
+  `GET /api/deployments/{name}/lineage`
 - queue `SUBMIT_QUEUE`: `{"url": "...", "name": "data.jsonl", "spec": {...}}`
 """
 
@@ -108,6 +110,43 @@ def get_artifact(req: func.HttpRequest) -> func.HttpResponse:
     textual = mimetype.startswith("text/") or mimetype == "application/json"
     headers = {"Content-Type": f"{mimetype}; charset=utf-8" if textual else mimetype}
     return func.HttpResponse(data, headers=headers)
+
+
+@bp.route(route="runs/{run_id}/promote", methods=["POST"])
+@traced("promote_run")
+def promote_run(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.promote import PromotionError, promote
+
+    try:
+        return _json(promote(get_services(), req.route_params["run_id"], req.params.get("deployment") or None))
+    except InvalidName as exc:
+        return _error(400, "invalid_run_id", str(exc))
+    except RunNotFound as exc:
+        return _error(404, "notFound", str(exc))
+    except PromotionError as exc:
+        return _error(409, "cannot_promote", str(exc))
+
+
+@bp.route(route="deployments/{name}/rollback", methods=["POST"])
+@traced("rollback_deployment")
+def rollback_deployment(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.promote import PromotionError, rollback
+
+    try:
+        return _json(rollback(get_services(), req.route_params["name"]))
+    except PromotionError as exc:
+        return _error(409, "cannot_roll_back", str(exc))
+
+
+@bp.route(route="deployments/{name}/lineage", methods=["GET"])
+@traced("deployment_lineage")
+def deployment_lineage(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.promote import PromotionError, lineage
+
+    try:
+        return _json(lineage(get_services(), req.route_params["name"]))
+    except PromotionError as exc:
+        return _error(400, "invalid_deployment", str(exc))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=_settings.submit_queue, connection=_settings.storage_connection)

@@ -197,6 +197,10 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
     model_out = {"format": "OpenAI", "name": model["name"], "version": str(model.get("version") or "1")}
     if model.get("source"):
         model_out["source"] = model["source"]
+    if existing is not None and existing["model"]["name"] != model["name"] and state.take_scenario("model_change"):
+        raise ArmError(400, "InvalidResourceProperties", "The model of an existing deployment cannot be changed "
+                       "(scenario model_change_refused): delete the deployment and create it again.",
+                       "properties.model.name")
     if existing is not None and existing["model"]["name"] == model["name"]:
         if sku["capacity"] != existing["sku"]["capacity"]:
             _check_quota(state, name, model["name"], sku["capacity"], usage)

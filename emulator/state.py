@@ -35,6 +35,7 @@ SCENARIOS = {
     "deployment_stuck": "deployment",
     "worse_model": "job",
     "eval_run_failure": "eval_run",
+    "model_change_refused": "model_change",
 }
 TERMINAL_JOB = {"succeeded", "failed", "cancelled"}
 

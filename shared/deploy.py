@@ -164,11 +164,14 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
     wait = services.settings.deploy_wait_seconds
     try:
         existing = services.deployments.get(name)
-        if serve_as and existing is not None and existing.model_name not in (None, model):
-            from shared.promote import note_previous
+        promoting = serve_as is not None and existing is not None and existing.model_name not in (None, model)
+        if promoting and existing is not None:
+            from shared.promote import note_previous, replace_model
 
-            note_previous(services, record.id, name, existing.model_name)  # the lineage, before the PUT
-            existing = None  # promotion: the serving deployment is moved to the new model (ARM PUT)
+            note_previous(services, record.id, name, existing.model_name)  # the lineage, before the change
+            sku = existing.sku.name if existing.sku else spec.sku
+            capacity = existing.sku.capacity if existing.sku and existing.sku.capacity else spec.capacity
+            existing = replace_model(services, name, model, sku=sku, capacity=capacity)
         if existing is not None and existing.model_name not in (None, model):
             return services.store.end(
                 record.id,

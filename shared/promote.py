@@ -14,6 +14,7 @@ keeps `record.promotion` = {deployment, model, previous_model, at}.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -23,12 +24,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
+from shared.aoai import BadRequestError, Deployment
 from shared.evalspec import Promotion
 from shared.names import InvalidName, check_profile_name
 from shared.runs import RunRecord, utcnow
 from shared.services import Services
 
 LINEAGE_PREFIX = "serving/"
+log = logging.getLogger(__name__)
 
 
 class PromotionError(RuntimeError):
@@ -115,6 +118,26 @@ def record_promotion(services: Services, run_id: str, deployment: str, model: st
     return record
 
 
+def replace_model(services: Services, deployment: str, model: str, *, sku: str, capacity: int) -> Deployment:
+    """`deployment` serves `model` afterwards: an in-place PUT of `properties.model`; when ARM refuses to change
+    the model of an existing deployment (400), the route of the Terraform provider (model name ForceNew):
+    delete the deployment and create it again under the same name (clients keep calling that name; it does not
+    answer while it is provisioned again)."""
+    assert services.deployments is not None
+    wait = services.settings.deploy_wait_seconds
+    try:
+        return services.deployments.create_or_update_and_wait(
+            deployment, model_name=model, sku_name=sku, capacity=capacity, timeout=wait
+        )
+    except BadRequestError as exc:
+        log.warning("deployment %s: the model cannot be changed in place (%s): deleting and creating it again",
+                    deployment, exc.code)
+    services.deployments.delete_and_wait(deployment, timeout=wait)
+    return services.deployments.create_or_update_and_wait(
+        deployment, model_name=model, sku_name=sku, capacity=capacity, timeout=wait
+    )
+
+
 def _serve(services: Services, deployment: str, model: str, record: RunRecord | None) -> str | None:
     """PUT `model` onto `deployment`; returns the model it served before (None: it did not exist)."""
     if services.deployments is None:
@@ -128,10 +151,7 @@ def _serve(services: Services, deployment: str, model: str, record: RunRecord | 
         sku, capacity = existing.sku.name or sku, existing.sku.capacity or capacity
     elif record is not None and record.spec is not None:
         sku, capacity = record.spec.deployment.sku, record.spec.deployment.capacity
-    services.deployments.create_or_update_and_wait(
-        deployment, model_name=model, sku_name=sku, capacity=capacity,
-        timeout=services.settings.deploy_wait_seconds,
-    )
+    replace_model(services, deployment, model, sku=sku, capacity=capacity)
     return previous
 
 

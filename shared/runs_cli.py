@@ -1,4 +1,4 @@
-"""The run commands of the CLI: `drop`, `runs`, `status`.
+"""The run commands of the CLI: `drop`, `runs`, `status`, `cleanup`, `promote`, `rollback`.
 
 They talk to the same storage the app uses, with the app's own settings: `--settings FILE` (a
 local.settings.json), else `$FT_SETTINGS`, else ./local.settings.json, else ./.stack/local.settings.json
@@ -63,7 +63,16 @@ def add_run_commands(sub: Any) -> None:
     cleanup.add_argument("--keep-files", action="store_true")
     cleanup.set_defaults(func=cmd_cleanup)
 
-    for p in (drop, runs, status, cleanup):
+    promote = sub.add_parser("promote", help="serve a run's model on its serving deployment (serve_as)")
+    promote.add_argument("run_id")
+    promote.add_argument("--deployment", help="the serving deployment (default: the run's serve_as)")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="serve again the model a deployment served before its last change")
+    rollback.add_argument("deployment")
+    rollback.set_defaults(func=cmd_rollback)
+
+    for p in (drop, runs, status, cleanup, promote, rollback):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
 
@@ -224,6 +233,32 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from shared.promote import PromotionError, promote
+
+    services = services_for(args)
+    try:
+        done = promote(services, args.run_id, args.deployment)
+    except RunNotFound:
+        raise CommandError(f"no run {args.run_id!r}", exit_code=1) from None
+    except (InvalidName, PromotionError) as exc:
+        raise CommandError(str(exc), exit_code=1) from None
+    print(f"{done['deployment']} serves {done['model']} (was {done['previous_model'] or 'not deployed'})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from shared.promote import PromotionError, rollback
+
+    services = services_for(args)
+    try:
+        done = rollback(services, args.deployment)
+    except PromotionError as exc:
+        raise CommandError(str(exc), exit_code=1) from None
+    print(f"{done['deployment']} serves {done['model']} again (was {done['previous_model']})")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     services = services_for(args)
     try:
@@ -259,6 +294,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         if d.smoke_test:
             answer = (d.smoke_test.answer or "")[:80]
             print(f"  smoke test  {d.smoke_test.status} in {d.smoke_test.latency_ms} ms: {answer}")
+    if r.evaluation:
+        e = r.evaluation
+        verdict = {True: "PASSED", False: "REFUSED", None: "-"}[e.passed]
+        print(f"  evaluation  {e.status}, {verdict}: {e.test_examples} test examples, graders {', '.join(e.graders)}")
+        for label, side in (("baseline", e.baseline), ("candidate", e.candidate)):
+            if side.deployment:
+                score = "-" if side.score is None else f"{side.score:.3f}"
+                rate = "-" if side.pass_rate is None else f"{side.pass_rate:.0%}"
+                print(f"    {label:<10}{side.deployment} ({side.model}): score {score}, pass rate {rate}")
+        if e.improvement is not None and e.ci95:
+            print(f"    improvement {e.improvement:+.3f} (95% CI [{e.ci95[0]:+.3f}, {e.ci95[1]:+.3f}])")
+        for reason in e.reasons:
+            print(f"    reason    {reason}")
+    if r.promotion:
+        p = r.promotion
+        print(f"  promoted    {p.deployment} serves {p.model or '-'} (was {p.previous_model or 'not deployed'})")
     for w in r.warnings:
         print(f"  warning     {w.message}" + (f" (x{w.count})" if w.count > 1 else ""))
     if r.last_attempt and not r.terminal:
