@@ -1,9 +1,12 @@
 """`make demo`: the main job on the local stack, end to end.
 
-Starts Azurite + the Azure OpenAI emulator + the development host, drops the bundled sample dataset into
-the drop container and follows the run until it ends, printing each state change and the training loss as
-it happens. Outputs land in demo-output/. The last line printed is the final run record as one line of
-JSON. Exit status 0 only when the run reached `deployed`; everything started is stopped in all cases.
+Starts Azurite + the Azure OpenAI emulator + the development host, deploys the base model (the baseline) and a
+judge, drops the bundled sample dataset with its validation and held-out test companions into the drop
+container and follows the run until it ends, printing each state change and the training loss as it happens:
+trained, measured, evaluated against the base model on the test set (Evals API), and promoted onto the serving
+deployment `contoso-support` when it is better. Outputs land in demo-output/. The last line printed is the final
+run record as one line of JSON. Exit status 0 only when the run reached `deployed` with a passed evaluation;
+everything started is stopped in all cases.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from devstack import REPO, Stack
 from shared.runs import RunRecord, RunState
@@ -22,14 +26,26 @@ from shared.submissions import drop_file
 
 DATA = REPO / "demo" / "data"
 OUT = REPO / "demo-output"
-ARTIFACTS = ("validation.json", "results.csv", "metrics.json", "loss.png", "accuracy.png", "events.json")
+ARTIFACTS = (
+    "validation.json", "results.csv", "metrics.json", "loss.png", "accuracy.png", "eval.json", "eval.png", "events.json"
+)
+BASE_MODEL = "gpt-4o-mini-2024-07-18"
+BASELINE = "contoso-base"
+JUDGE = "contoso-judge"
+SERVING = "contoso-support"
+GRADERS = [
+    {"type": "text_similarity", "name": "fuzzy", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.7},
+    {"type": "text_similarity", "name": "rouge_l", "evaluation_metric": "rouge_l", "pass_threshold": 0.5},
+    {"type": "score_model", "name": "judge", "model": JUDGE, "range": [0, 10], "pass_threshold": 7},
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timeout", type=float, default=110.0, help="seconds to wait for the run to end")
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the run to end")
     parser.add_argument("--train", default=str(DATA / "support-train.jsonl"))
     parser.add_argument("--validation", default=str(DATA / "support-valid.jsonl"))
+    parser.add_argument("--test", default=str(DATA / "support-test.jsonl"))
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -46,17 +62,27 @@ def main(argv: list[str] | None = None) -> int:
             )
             services = Services.from_settings(settings_from_env(stack.settings_env), env=stack.settings_env)
             services.ensure_storage()
+            assert services.deployments is not None
+            for name in (BASELINE, JUDGE):
+                services.deployments.create_or_update_and_wait(name, model_name=BASE_MODEL, timeout=60)
+            say(f"deployed the base model {BASE_MODEL} as {BASELINE} (the baseline) and {JUDGE} (the judge)")
+            services.blobs.get_blob_client(services.settings.drop_container, "support.test.jsonl").upload_blob(
+                Path(args.test).read_bytes(), overwrite=True
+            )
             metadata = {
                 "suffix": "contoso-support",
                 "seed": "42",
                 "gate_max_full_valid_loss": "2.5",
-                "deployment_name": "contoso-support-demo",
+                "serve_as": SERVING,
+                "eval_graders": json.dumps(GRADERS),
+                "eval_compare_to": BASELINE,
+                "eval_min_improvement": "0.1",
             }
             blob_name, run_id = drop_file(
                 services, args.train, name="support.jsonl", validation_path=args.validation, metadata=metadata
             )
             say(
-                f"dropped {blob_name} (+ support.validation.jsonl) into "
+                f"dropped {blob_name} (+ support.validation.jsonl, support.test.jsonl) into "
                 f"{services.settings.drop_container} -> run {run_id}"
             )
             record = _follow(services, run_id, args.timeout, say)
@@ -70,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _print_summary(record)
     print(record.model_dump_json())
-    return 0 if record.state == RunState.DEPLOYED else 1
+    passed = record.evaluation is not None and record.evaluation.passed
+    return 0 if record.state == RunState.DEPLOYED and passed else 1
 
 
 def _follow(services: Services, run_id: str, timeout: float, say: object) -> RunRecord | None:
@@ -139,6 +166,19 @@ def _print_summary(record: RunRecord) -> None:
         )
     if record.gate:
         lines.append(f"  gate        passed={record.gate.passed}")
+    e = record.evaluation
+    if e is not None:
+        lines.append(f"  evaluation  {e.status}, passed={e.passed}: {e.test_examples} held-out examples, "
+                     f"graders {', '.join(e.graders)}")
+        lines.append(f"    baseline  {e.baseline.deployment}: score {e.baseline.score}, "
+                     f"pass rate {e.baseline.pass_rate}")
+        lines.append(f"    candidate {e.candidate.deployment}: score {e.candidate.score}, pass rate "
+                     f"{e.candidate.pass_rate}; improvement {e.improvement} (95% CI {e.ci95})")
+        for reason in e.reasons:
+            lines.append(f"    reason    {reason}")
+    if record.promotion is not None:
+        p = record.promotion
+        lines.append(f"  promoted    {p.deployment} serves {p.model} (was {p.previous_model or 'not deployed'})")
     d = record.deployment
     if d.name:
         lines.append(f"  deployment  {d.name} ({d.sku}, capacity {d.capacity}) -> {d.provisioning_state}")
