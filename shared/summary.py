@@ -60,6 +60,11 @@ class RunSummary(BaseModel):
     """Candidate score minus baseline score on the held-out test set."""
     final_train_loss: float | None = None
     final_valid_loss: float | None = None
+    baseline_score: float | None = None
+    candidate_score: float | None = None
+    """The held-out evaluation's scores (record.evaluation) of the baseline and of the candidate."""
+    promoted_to: str | None = None
+    """The serving deployment the run's model was promoted onto."""
     error: SummaryError | None = None
     last_attempt: SummaryError | None = None
     """The last thing that went wrong on the way (a retry, a wait), while the run goes on."""
@@ -115,6 +120,9 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
         final_valid_loss=(
             _first_number(metrics.final_full_valid_loss, metrics.final_valid_loss) if metrics else None
         ),
+        baseline_score=record.evaluation.baseline.score if record.evaluation is not None else None,
+        candidate_score=record.evaluation.candidate.score if record.evaluation is not None else None,
+        promoted_to=record.promotion.deployment if record.promotion and record.promotion.model else None,
         error=SummaryError(code=record.error.code, message=record.error.message) if record.error else None,
         last_attempt=(
             SummaryError(code=record.last_attempt.code, message=record.last_attempt.message)

@@ -16,6 +16,7 @@ from shared.advance import tick
 from shared.promote import lineage, promote, rollback
 from shared.runs import RunRecord, RunState
 from shared.services import Services
+from shared.summary import run_summary
 from tests.pipeline.conftest import Driver, age_run, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
@@ -114,6 +115,9 @@ def test_better_candidate_passes_and_is_promoted_onto_serve_as(
     assert log.count("DELETE", ARM + str(ev.candidate.deployment)) == 1
     states = [h.state for h in record.history]
     assert states[-4:] == [RunState.MEASURING, RunState.EVALUATING, RunState.DEPLOYING, RunState.DEPLOYED]
+    summary = run_summary(record)  # what the HTTP API lists and the state-change events carry
+    assert summary.evaluation == "passed" and summary.promoted_to == "support-bot"
+    assert (summary.baseline_score, summary.candidate_score) == (ev.baseline.score, ev.candidate.score)
 
 
 def test_worse_candidate_is_gated_with_reasons_and_nothing_promoted(
