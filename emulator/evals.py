@@ -164,17 +164,44 @@ def _deployment_model(state: State, name: str) -> tuple[dict[str, Any] | None, s
     return resolved, None
 
 
-def _sample(state: State, resolved: dict[str, Any], model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+def _tool_calls(state: State, resolved: dict[str, Any], users: list[str], step: int | None,
+                cache: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The tool calls of the training example a fine-tuned model answers with (none for a base model, a
+    `worse_model`, or a checkpoint that has not reached the question): a model that learnt to call a tool calls it."""
+    job = resolved["job"]
+    if job is None or job["plan"].get("scenario") == "worse_model":
+        return []
+    total = int(job["plan"].get("total_steps") or 0)
+    if step is not None and step < total and not inference.reached(users[-1] if users else "", step, total):
+        return []
+    if job["id"] not in cache:
+        examples: list[dict[str, Any]] = []
+        for file_id in inference.training_files(state, job):  # the matcher's own order
+            examples += datafiles.read_examples(state.contents[file_id])
+        cache[job["id"]] = examples
+    index = inference.matcher_for(state, job).best(users)
+    examples = cache[job["id"]]
+    if index is None or index >= len(examples):
+        return []
+    messages = examples[index].get("messages") or []
+    replies = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+    return list(replies[-1].get("tool_calls") or []) if replies else []
+
+
+def _sample(state: State, resolved: dict[str, Any], model: str, messages: list[dict[str, Any]],
+            cache: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     users = [datafiles.content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     step = resolved.get("step") if resolved["kind"] == "checkpoint" else None
     reply = inference.answer(state, resolved["job"], users, step=step)
+    tools = _tool_calls(state, resolved, users, step, cache)
     encoding = "o200k_base"
     prompt_tokens = datafiles.messages_tokens(messages, encoding)
     completion_tokens = count_tokens(reply, encoding)
     return {
         "input": messages,
-        "output": [{"role": "assistant", "content": reply}],
+        "output": [{"role": "assistant", "content": reply, **({"tool_calls": tools} if tools else {})}],
         "output_text": reply,
+        "output_tools": tools,
         "finish_reason": "stop",
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -212,9 +239,10 @@ async def create_run(request: Request) -> Response:
         def judge(name: str) -> bool:
             return _deployment_model(state, name)[1] is None
 
+        cache: dict[str, list[dict[str, Any]]] = {}
         for index, item in enumerate(items):
             messages = _messages(source.get("input_messages"), item)
-            sample = _sample(state, resolved, model, messages)
+            sample = _sample(state, resolved, model, messages, cache)
             results = [graders.grade(c, item, sample, judge) for c in record["testing_criteria"]]
             errored = any(r.get("error") for r in results)
             outputs.append({

@@ -216,6 +216,15 @@ def reached(question: str, step: int, total_steps: int) -> bool:
     return position < step / max(1, total_steps)
 
 
+def training_files(state: State, job: dict[str, Any]) -> list[str]:
+    """The training files a model answers from, in its matcher's order (the Evals API's samples use it)."""
+    return _training_files(state, job)
+
+
+def matcher_for(state: State, job: dict[str, Any]) -> Matcher:
+    return _matcher(state, job)
+
+
 def answer(state: State, job: dict[str, Any] | None, turns: list[str], *, step: int | None = None) -> str:
     """The reply of a deployment to a request's user turns (oldest first; a completion prompt is one turn).
     `step`: the checkpoint's step when the deployment serves a checkpoint."""

@@ -108,3 +108,48 @@ def test_unknown_graders_and_ga_api_version_are_refused(preview: AzureOpenAI, em
         ga.evals.list()
     listed = httpx.get(f"{emulator.base_url}/openai/v1/evals", headers={"api-key": emulator.api_key or ""})
     assert listed.status_code == 200 and listed.json()["object"] == "list"
+
+
+def test_a_model_trained_on_tool_calls_calls_the_tool_and_the_tool_call_grader_sees_it(
+    preview: AzureOpenAI, emulator: EmulatorProcess, deployments: list[str]
+) -> None:
+    from shared.evalspec import GraderSpec
+    from shared.evalspec import testing_criterion as criterion_of
+    from tests.emulator.conftest import create_job, processed_file, wait_job
+
+    topics = [topic for topic, _ in TOPICS]
+
+    def call(i: int) -> dict[str, Any]:
+        return {"id": f"call_{i}", "type": "function",
+                "function": {"name": "lookup_fact", "arguments": json.dumps({"topic": topics[i]})}}
+
+    tools = [{"type": "function", "function": {"name": "lookup_fact", "parameters": {"type": "object"}}}]
+    train = "".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Look up the {topics[i]} in the fact base."},
+        {"role": "assistant", "tool_calls": [call(i)]}], "tools": tools}) + "\n" for i in range(len(topics)))
+    job = create_job(preview, processed_file(preview, train.encode()), hyperparameters={"n_epochs": 2})
+    emulator.advance_clock(120)
+    assert wait_job(preview, job.id).status == "succeeded"
+    ft, base = "ev-tool-" + uuid.uuid4().hex[:6], "ev-toolbase-" + uuid.uuid4().hex[:6]
+    deployments += [ft, base]
+    deploy(emulator, ft, preview.fine_tuning.jobs.retrieve(job.id).fine_tuned_model or "")
+    deploy(emulator, base, "gpt-4o-mini-2024-07-18")
+    lines = [{"item": {"input": [{"role": "user", "content": f"Please look up the {topics[i]} fact."}],
+                       "reference": "", "reference_tool_calls": [call(i)]}} for i in range(6)]
+    uploaded = preview.files.create(file=("tools.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode(),
+                                          "application/jsonl"), purpose="evals")
+    wait_for(lambda: preview.files.retrieve(uploaded.id), lambda f: f.status == "processed")
+    criterion = criterion_of(GraderSpec(type="tool_call_match"), "tool call", judge="")
+    ev = _eval(preview, [criterion])
+    runs = {name: preview.evals.runs.create(
+        ev.id, name=name,
+        data_source={"type": "completions", "source": {"type": "file_id", "id": uploaded.id},  # type: ignore[arg-type]
+                     "input_messages": {"type": "item_reference", "item_reference": "item.input"}, "model": dep})
+        for name, dep in (("candidate", ft), ("baseline", base))}
+    emulator.advance_clock(10)
+    counts = {name: preview.evals.runs.retrieve(run.id, eval_id=ev.id).result_counts for name, run in runs.items()}
+    assert counts["candidate"].passed == 6 and counts["baseline"].passed == 0
+    item = next(iter(preview.evals.runs.output_items.list(runs["candidate"].id, eval_id=ev.id)))
+    sample = item.to_dict()["sample"]
+    assert sample["output"][0]["tool_calls"][0]["function"]["name"] == "lookup_fact"
+    assert sample["output_tools"] == sample["output"][0]["tool_calls"]
