@@ -18,8 +18,8 @@ from .faults import FaultError, Faults
 from .state import SCENARIOS, State
 
 TUNABLE = ("time_scale", "job_seconds", "file_seconds", "deployment_seconds", "arm_retry_after", "max_file_bytes",
-           "max_ft_deployments", "max_running_jobs",
-           "max_queued_jobs", "max_total_jobs", "max_ft_files", "max_ft_files_bytes")
+           "max_ft_deployments", "max_running_jobs", "max_queued_jobs", "max_total_jobs", "max_ft_files",
+           "max_ft_files_bytes", "results_seconds", "not_ready_seconds", "developer_lifetime_seconds")
 
 
 def _state(request: Request) -> State:

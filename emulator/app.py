@@ -39,7 +39,8 @@ def _fault_response(rule: dict[str, Any], path: str) -> Response:
     arm = _is_arm(path)
     headers: dict[str, str] = {}
     if mode == "429":
-        headers = {"Retry-After": str(seconds), "retry-after-ms": str(seconds * 1000)}
+        headers = {"Retry-After": str(seconds), "retry-after-ms": str(seconds * 1000),
+                   "x-ms-retry-after-ms": str(seconds * 1000)}
         if arm:
             body = ArmError(429, "TooManyRequests", f"The request was throttled (injected fault). Please retry "
                             f"after {seconds} seconds.").body()

@@ -50,7 +50,8 @@ class BaseModel:
 
 
 BASE_MODELS: tuple[BaseModel, ...] = (
-    BaseModel("gpt-4o-mini-2024-07-18", True, methods=("supervised", "dpo"), usage_name="GPT-4o-mini-finetune"),
+    # DPO: gpt-4o-2024-08-06, gpt-4.1-2025-04-14, gpt-4.1-mini-2025-04-14 (the DPO how-to's model table).
+    BaseModel("gpt-4o-mini-2024-07-18", True, usage_name="GPT-4o-mini-finetune"),
     BaseModel("gpt-4o-2024-08-06", True, methods=("supervised", "dpo"), usage_name="GPT-4o-finetune"),
     BaseModel("gpt-4.1-2025-04-14", True, methods=("supervised", "dpo"), usage_name="GPT-4.1-finetune"),
     BaseModel("gpt-4.1-mini-2025-04-14", True, methods=("supervised", "dpo"), usage_name="GPT-4.1-mini-finetune"),
@@ -58,7 +59,6 @@ BASE_MODELS: tuple[BaseModel, ...] = (
         "gpt-4.1-nano-2025-04-14",
         True,
         max_example_tokens=32_768,
-        methods=("supervised", "dpo"),
         usage_name="GPT-4.1-nano-finetune",
     ),
     BaseModel("o4-mini-2025-04-16", True, methods=("reinforcement",), usage_name="o4-mini-finetune"),

@@ -9,7 +9,10 @@ DATA_PLANE_VERSIONS = ("2024-10-21", "2025-04-01-preview", "2023-05-15")
 PREVIEW_VERSIONS = ("2025-04-01-preview",)
 LEGACY_VERSIONS = ("2023-05-15",)
 V1_VERSIONS = ("v1", "preview")
-ARM_VERSIONS = ("2024-10-01", "2023-05-01")
+ARM_VERSIONS = ("2025-09-01", "2025-07-01-preview", "2025-06-01", "2024-10-01", "2023-05-01")
+"""2025-09-01 is the default of azure-mgmt-cognitiveservices 14.x; 2025-07-01-preview the Developer-tier how-to's."""
+DEVELOPER_TIER_ARM_VERSIONS = ("2025-07-01-preview", "2025-09-01")
+"""ARM versions on which a Developer-tier sku is accepted (documented with 2025-07-01-preview; 2025-09-01 inferred)."""
 
 
 @dataclass
@@ -25,6 +28,12 @@ class Config:
     job_seconds: float = 6.0
     file_seconds: float = 1.0
     deployment_seconds: float = 2.0
+    results_seconds: float = 0.0
+    """Time between "Job succeeded." and the results file (+ "Training tokens billed"); minutes on Azure."""
+    not_ready_seconds: float = 0.0
+    """Time after ARM `Succeeded` during which inference answers `DeploymentNotReady`."""
+    developer_lifetime_seconds: float = 86_400.0
+    """Lifetime of a Developer-tier deployment (24 h on Azure), after which it is removed."""
     arm_retry_after: int = 1
     quota_capacity: int = 1000
     max_file_bytes: int = 512 * 1024 * 1024
@@ -57,6 +66,21 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "file_seconds": ("EMULATOR_FILE_SECONDS", float, "time a file spends pending+running before processed/error"),
     "deployment_seconds": ("EMULATOR_DEPLOYMENT_SECONDS", float, "time a deployment takes to reach Succeeded"),
     "arm_retry_after": ("EMULATOR_ARM_RETRY_AFTER", int, "Retry-After (s) sent with control-plane operations"),
+    "results_seconds": (
+        "EMULATOR_RESULTS_SECONDS",
+        float,
+        "delay between 'Job succeeded.' and the results file / billing events (result_files empty meanwhile)",
+    ),
+    "not_ready_seconds": (
+        "EMULATOR_NOT_READY_SECONDS",
+        float,
+        "time after ARM Succeeded during which inference answers DeploymentNotReady",
+    ),
+    "developer_lifetime_seconds": (
+        "EMULATOR_DEVELOPER_LIFETIME_SECONDS",
+        float,
+        "lifetime of a Developer-tier deployment (24 h on Azure)",
+    ),
     "quota_capacity": ("EMULATOR_QUOTA_CAPACITY", int, "total deployment capacity (sku units) of the resource"),
     "max_file_bytes": ("EMULATOR_MAX_FILE_BYTES", int, "largest fine-tune file accepted by validation"),
     "max_ft_deployments": ("EMULATOR_MAX_FT_DEPLOYMENTS", int, "cap on fine-tuned deployments per resource"),

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from . import clock
 from .catalog import base_model
-from .config import ARM_VERSIONS
+from .config import ARM_VERSIONS, DEVELOPER_TIER_ARM_VERSIONS
 from .errors import ArmError
 from .state import State
 from .training import SAFETY_EVAL_MESSAGE
@@ -35,6 +35,8 @@ OPERATION_RE = re.compile(
 )
 SKU_NAMES = {"standard", "globalstandard", "datazonestandard", "developertier", "developer", "provisionedmanaged",
              "globalprovisionedmanaged", "globalbatch"}
+# REST examples spell it `developertier` (with 2025-07-01-preview), the CLI `Developer`.
+DEVELOPER_SKUS = {"developertier", "developer"}
 PAGE_SIZE = 10
 LOCATION = "local"
 DEPLOYMENT_TYPE = "Microsoft.CognitiveServices/accounts/deployments"
@@ -115,7 +117,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _sku(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+def _sku(body: dict[str, Any], current: dict[str, Any] | None, version: str) -> dict[str, Any]:
     sku = body.get("sku")
     if sku is None:
         if current is not None:
@@ -126,6 +128,10 @@ def _sku(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]
     name = sku.get("name", (current or {}).get("name", "Standard"))
     if not isinstance(name, str) or name.lower() not in SKU_NAMES:
         raise ArmError(400, "InvalidResourceProperties", f"The sku name '{name}' is not supported.", "sku.name")
+    if name.lower() in DEVELOPER_SKUS and version not in DEVELOPER_TIER_ARM_VERSIONS:
+        raise ArmError(400, "InvalidResourceProperties",
+                       f"The sku name '{name}' is not supported with api-version '{version}'; use one of "
+                       f"{', '.join(DEVELOPER_TIER_ARM_VERSIONS)}.", "sku.name")
     capacity = sku.get("capacity", (current or {}).get("capacity", 1))
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
         raise ArmError(400, "InvalidResourceProperties", "sku.capacity must be a positive integer.", "sku.capacity")
@@ -180,7 +186,8 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
     existing = state.deployments.get(name)
     if existing is not None and existing.get("deleting_at") is not None:
         raise ArmError(409, "Conflict", f"The deployment '{name}' is being deleted; try again when it is gone.")
-    sku = _sku(body, existing["sku"] if existing else None)
+    version = request.query_params.get("api-version", "")
+    sku = _sku(body, existing["sku"] if existing else None, version)
     resolved = state.resolve_model(model["name"])
     if resolved is None:
         raise ArmError(400, "DeploymentModelNotSupported",
@@ -195,8 +202,9 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
     base = job["base_model"] if job else resolved["model"].id
     usage = base_model(base).usage_name if base_model(base) else base  # type: ignore[union-attr]
     model_out = {"format": "OpenAI", "name": model["name"], "version": str(model.get("version") or "1")}
-    if model.get("source"):
-        model_out["source"] = model["source"]
+    for key in ("source", "sourceAccount"):  # sourceAccount: the cross-tenant how-to's field
+        if model.get(key):
+            model_out[key] = model[key]
     if existing is not None and existing["model"]["name"] != model["name"] and state.take_scenario("model_change"):
         raise ArmError(400, "InvalidResourceProperties", "The model of an existing deployment cannot be changed "
                        "(scenario model_change_refused): delete the deployment and create it again.",
@@ -214,9 +222,6 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
         state.save()
         return JSONResponse(deployment_view(state, existing), status_code=200)
     fine_tuned = resolved["kind"] in ("fine-tuned", "checkpoint")
-    if job is not None and job["plan"].get("scenario") == "safety_eval_failure":
-        harms = job["plan"].get("safety_harm_types") or "Violence, Self Harm"
-        raise ArmError(400, "BadRequest", SAFETY_EVAL_MESSAGE.format(harms=harms), "properties.model.name")
     if fine_tuned:
         count = sum(1 for n, d in state.deployments.items()
                     if n != name and d.get("deleting_at") is None and d.get("fine_tuned"))
@@ -246,6 +251,9 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
         "modified_at": now,
         "creating_at": now + min(0.5, seconds / 4),
         "ready_at": now + seconds,
+        "not_ready_s": state.config.scaled(state.config.not_ready_seconds),
+        "expires_at": (now + seconds + state.config.scaled(state.config.developer_lifetime_seconds)
+                       if sku["name"].lower() in DEVELOPER_SKUS else None),
         "outcome": outcome,
         "etag": uuid.uuid4().hex,
         "deleting_at": None,
@@ -286,7 +294,7 @@ async def patch_deployment(request: Request, m: re.Match[str]) -> Response:
     if dep is None or dep.get("deleting_at") is not None:
         raise _not_found(m)
     body = await _body(request)
-    sku = _sku(body, dep["sku"])
+    sku = _sku(body, dep["sku"], request.query_params.get("api-version", ""))
     if sku["capacity"] != dep["sku"]["capacity"]:
         model = base_model(dep["base_model"])
         _check_quota(state, dep["name"], dep["model"]["name"], sku["capacity"], model.usage_name if model else "")

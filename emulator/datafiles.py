@@ -35,8 +35,8 @@ SCENARIO_MARKERS = {
     "rai_failure": "a job trained on it fails the pre-training RAI check",
     "job_failure": "a job trained on it fails halfway through training with an internal error",
     "stuck_queued": "a job trained on it stays queued until cancelled",
-    "safety_eval_failure": "a job trained on it succeeds but the model fails the post-training safety evaluation "
-    "and cannot be deployed",
+    "safety_eval_failure": "a job trained on it fails after training: the model failed the post-training safety "
+    "evaluation (the how-to's failed job with its message)",
     "worse_model": "a job trained on it succeeds but its model answers worse than its base model (a gate that refuses "
     "it can be shown)",
 }

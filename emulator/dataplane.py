@@ -29,6 +29,14 @@ log = logging.getLogger("emulator")
 
 NOT_FINE_TUNABLE = "The specified base model does not support fine-tuning."
 FILE_PURPOSES = {"fine-tune", "assistants", "batch", "vision", "user_data", "evals"}
+# The upload purposes of the GA spec (stable/2024-10-21, Files_Upload `purpose` enum).
+GA_FILE_PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch"}
+# The job-create body per surface. GA and legacy: FineTuningJobCreation of stable/2024-10-21 exactly;
+# preview adds method and integrations (2025-04-01-preview) and Azure's top-level trainingType (the how-to sends
+# it with that version). The specs do not say what the service does with other fields: the emulator answers
+# 400 (the safe failure), so a client that sends them fails here, not silently on Azure. v1 is not checked.
+GA_CREATE_FIELDS = frozenset({"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed"})
+PREVIEW_CREATE_FIELDS = GA_CREATE_FIELDS | {"method", "integrations", "trainingType"}
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 TRAINING_TYPES = {"standard": "Standard", "globalstandard": "GlobalStandard", "developer": "Developer"}
 _background: set[asyncio.Task[None]] = set()
@@ -120,7 +128,7 @@ async def upload_file(request: Request) -> Response:
     upload = form.get("file")
     if not isinstance(purpose, str) or not purpose:
         raise invalid("The 'purpose' field is required.", "purpose")
-    if purpose not in FILE_PURPOSES:
+    if purpose not in _purposes(ctx):
         raise invalid(f"The purpose '{purpose}' is not supported for uploads.", "purpose")
     if upload is None or isinstance(upload, str):
         raise invalid("The 'file' field is required.", "file")
@@ -129,6 +137,10 @@ async def upload_file(request: Request) -> Response:
     record = state.add_file(upload.filename or "upload.jsonl", purpose, content, source="upload")
     view = state.file_view(record)
     return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, f"/files/{record['id']}")})
+
+
+def _purposes(ctx: Ctx) -> set[str]:
+    return GA_FILE_PURPOSES if ctx.surface in ("ga", "legacy") else FILE_PURPOSES
 
 
 def _safe_url(url: str) -> str:
@@ -144,7 +156,7 @@ async def import_file(request: Request) -> Response:
     for key in ("purpose", "filename", "content_url"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise invalid(f"The '{key}' field is required.", key)
-    if body["purpose"] not in FILE_PURPOSES:
+    if body["purpose"] not in _purposes(ctx):
         raise invalid(f"The purpose '{body['purpose']}' is not supported for imports.", "purpose")
     url = body["content_url"]
     if urlsplit(url).scheme not in ("http", "https"):
@@ -192,7 +204,7 @@ async def get_file(request: Request) -> Response:
 
 
 async def list_files(request: Request) -> Response:
-    context(request)
+    ctx = context(request)
     state = emu(request)
     purpose = request.query_params.get("purpose")
     order = request.query_params.get("order", "desc")
@@ -200,6 +212,9 @@ async def list_files(request: Request) -> Response:
         raise invalid("order must be 'asc' or 'desc'.", "order")
     records = [r for r in state.files.values() if purpose in (None, r["purpose"])]
     records.sort(key=lambda r: r["created_at"], reverse=order == "desc")
+    if ctx.surface in ("ga", "legacy"):
+        # The GA FileList is {object, data}: no paging, no has_more.
+        return JSONResponse({"object": "list", "data": [state.file_view(r) for r in records]})
     page, more = paginate([state.file_view(r) for r in records], request, 10_000)
     return listing(page, more)
 
@@ -242,6 +257,7 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
     status = state.job_status(job, now)
     final, end, error = _outcome(job)
     started = state.active(job, now) >= _started(job)
+    results = status == "succeeded" and state.results_ready(job, now)
     resolved = {
         "n_epochs": plan["n_epochs"],
         "batch_size": plan["batch_size"],
@@ -251,9 +267,14 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
         resolved["beta"] = plan.get("beta") if plan.get("beta") is not None else 0.1
     if started:
         hyper: dict[str, Any] = resolved
+    elif ctx.surface == "v1":
+        hyper = dict(job["requested_hyperparameters"])
     else:
-        unresolved = "auto" if ctx.surface == "v1" else -1
-        hyper = {k: (v if v != "auto" else unresolved) for k, v in job["requested_hyperparameters"].items()}
+        # Before the run starts Azure shows what was asked, and n_epochs -1 when it is left to the service
+        # (the 2025-04-01-preview create example answers {"n_epochs": -1}); other auto values are not shown.
+        requested = job["requested_hyperparameters"]
+        hyper = {k: v for k, v in requested.items() if v != "auto"}
+        hyper.setdefault("n_epochs", -1)
     finished_at = None
     if status in TERMINAL_JOB:
         offset = job["cancel_offset"] if status == "cancelled" else end
@@ -261,6 +282,10 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
     estimated = None
     if status == "running":
         estimated = int(state.real_time(job, end))
+    if status == "succeeded":
+        result_files: list[str] | None = [job["result_file_id"]] if results else []
+    else:
+        result_files = [] if ctx.surface == "v1" else None
     view: dict[str, Any] = {
         "object": "fine_tuning.job",
         "id": job["id"],
@@ -270,20 +295,24 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
         "fine_tuned_model": plan["fine_tuned_model"] if status == "succeeded" else None,
         "training_file": job["training_file"],
         "validation_file": job["validation_file"],
-        "result_files": [job["result_file_id"]] if status == "succeeded" else ([] if ctx.surface == "v1" else None),
+        "result_files": result_files,
         "finished_at": finished_at,
-        "trained_tokens": plan["trained_tokens"] if status == "succeeded" else None,
+        "trained_tokens": plan["trained_tokens"] if results else None,
         "error": error if status == "failed" else None,
         "estimated_finish": estimated,
         "hyperparameters": hyper,
-        "suffix": job["suffix"],
         "seed": job["seed"],
-        "organization_id": "org-emulator",
         "integrations": job.get("integrations"),
     }
-    if job.get("training_type"):
-        view["trainingType"] = job["training_type"]
-    if ctx.surface in ("preview", "v1") or job["method_given"]:
+    if ctx.surface == "v1":
+        view["organization_id"] = "org-emulator"
+        view["user_provided_suffix"] = job["suffix"]
+    else:
+        view["organisation_id"] = "org-emulator"  # the spelling of the Azure specs (GA and preview)
+        view["suffix"] = job["suffix"]
+    if ctx.surface in ("preview", "v1"):
+        if job.get("training_type"):
+            view["trainingType"] = job["training_type"]
         method_hyper = {k: v for k, v in hyper.items()}
         view["method"] = {"type": job["method_type"], job["method_type"]: {"hyperparameters": method_hyper}}
     return view
@@ -355,10 +384,28 @@ def _check_file(state: State, file_id: Any, param: str, need_format: str, base: 
         )
 
 
+def _check_fields(body: dict[str, Any], ctx: Ctx) -> None:
+    """400 for a field the request's api-version does not define (see GA_CREATE_FIELDS)."""
+    if ctx.surface == "v1":
+        return
+    allowed = PREVIEW_CREATE_FIELDS if ctx.surface == "preview" else GA_CREATE_FIELDS
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid(
+            f"The field '{unknown[0]}' is not part of the fine-tuning job create body of api-version "
+            f"{ctx.version}; it is accepted with {PREVIEW_VERSIONS[0]}."
+            if unknown[0] in PREVIEW_CREATE_FIELDS
+            else f"The field '{unknown[0]}' is not part of the fine-tuning job create body of api-version "
+            f"{ctx.version}.",
+            unknown[0],
+        )
+
+
 async def create_job(request: Request) -> Response:
     ctx = context(request)
     state = emu(request)
     body = await json_body(request)
+    _check_fields(body, ctx)
     model_name = body.get("model")
     if not isinstance(model_name, str) or not model_name:
         raise invalid("The 'model' field is required.", "model")
@@ -540,8 +587,10 @@ def fine_tuned_model_view(state: State, name: str, job: dict[str, Any]) -> dict[
         "status": "succeeded",
         "model": job["base_model"],
         "fine_tune": job["id"],
+        # As the spec's GET /models example shows a fine-tuned model: fine_tune false, although continuous
+        # fine-tuning from it is documented (fine-tuning how-to, "Continuous fine-tuning").
         "capabilities": {
-            "fine_tune": True,
+            "fine_tune": False,
             "inference": True,
             "completion": base.completion,
             "chat_completion": base.chat,

@@ -238,11 +238,21 @@ def answer(state: State, job: dict[str, Any] | None, turns: list[str], *, step: 
     return _matcher(state, job).answer(turns)
 
 
+DEPLOYMENT_NOT_READY = (
+    "The API deployment for this resource is not ready yet. The deployment succeeded but is still being made "
+    "available to serve requests; try again in a few minutes."
+)
+
+
 def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any] | None, Any, int | None]:
     state.prune_deleted()
     dep = state.deployments.get(name)
-    if dep is None or state.deployment_state(dep) != "Succeeded":
+    serving = None if dep is None else state.serving(dep)
+    if serving is None:
         raise ApiError(404, "DeploymentNotFound", DEPLOYMENT_NOT_FOUND)
+    if not serving:
+        # ARM says Succeeded, the data plane does not serve it yet (minutes on Azure). Status inferred.
+        raise ApiError(404, "DeploymentNotReady", DEPLOYMENT_NOT_READY)
     resolved = state.resolve_model(dep["model"]["name"])
     job = resolved["job"] if resolved else None
     model = base_model(job["base_model"]) if job else (resolved or {}).get("model")

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from shared.epochs import default_epochs
+
 from . import clock, datafiles, limits, training
 from .catalog import base_model
 from .config import Config
@@ -241,7 +243,7 @@ class State:
         epoch_tokens = sum(min(limit, datafiles.example_tokens(e, fmt, model.encoding)) for e in examples)
         hp = _requested_hyperparameters(body)
         n = len(examples)
-        n_epochs = hp["n_epochs"] if isinstance(hp["n_epochs"], int) else training.auto_epochs(n)
+        n_epochs = hp["n_epochs"] if isinstance(hp["n_epochs"], int) else default_epochs(n)
         batch = hp["batch_size"] if isinstance(hp["batch_size"], int) else training.auto_batch_size(n)
         lr = hp["learning_rate_multiplier"]
         lr = float(lr) if isinstance(lr, (int, float)) else training.auto_lr_multiplier(batch)
@@ -266,6 +268,7 @@ class State:
             "queue_s": 0.15 * job_seconds,
             "train_s": 0.62 * job_seconds,
             "finalize_s": 0.08 * job_seconds,
+            "results_s": cfg.scaled(cfg.results_seconds),
             "seed": seed,
             "data_sha": training_file.get("data_sha", ""),
             "n_examples": n,
@@ -337,7 +340,7 @@ class State:
         if job["cancel_offset"] is not None and job["cancel_offset"] < end:
             return "cancelled"
         if a >= end:
-            if final == "succeeded":
+            if final == "succeeded" and self.results_ready(job, now):
                 self._materialize_results(job)
             return final
         if job["pauses"] and job["pauses"][-1]["real_end"] is None:
@@ -349,10 +352,15 @@ class State:
             return "queued"
         return "running"
 
+    def results_ready(self, job: dict[str, Any], now: float | None = None) -> bool:
+        """Whether the results file exists yet (it follows "Job succeeded." by `results_seconds`)."""
+        now = clock.now() if now is None else now
+        return self.active(job, now) >= training.phases(job["plan"]).results
+
     def _materialize_results(self, job: dict[str, Any]) -> None:
         if job["result_file_id"] in self.files or job.get("results_deleted"):
             return
-        end = training.outcome(job["plan"])[1]
+        end = training.phases(job["plan"]).results
         self.files[job["result_file_id"]] = {
             "id": job["result_file_id"],
             "filename": "results.csv",
@@ -411,7 +419,7 @@ class State:
         for ckpt in training.checkpoints(job):
             if ckpt["offset"] <= cut:
                 out.append({**ckpt, "created_at": int(self.real_time(job, ckpt["offset"]))})
-        return out
+        return training.kept(out)
 
     def fine_tuned_models(self) -> dict[str, dict[str, Any]]:
         """Fine-tuned model name -> its job, for succeeded jobs."""
@@ -449,6 +457,13 @@ class State:
         return None
 
     # ---------------------------------------------------------------- deployments
+    def serving(self, dep: dict[str, Any], now: float | None = None) -> bool | None:
+        """None: not Succeeded (unknown to the data plane); False: Succeeded but not ready yet; True: serves."""
+        now = clock.now() if now is None else now
+        if self.deployment_state(dep, now) != "Succeeded":
+            return None
+        return now >= dep["ready_at"] + dep.get("not_ready_s", 0.0)
+
     def deployment_state(self, dep: dict[str, Any], now: float | None = None) -> str:
         now = clock.now() if now is None else now
         if dep.get("deleting_at") is not None:
@@ -461,7 +476,11 @@ class State:
 
     def prune_deleted(self, now: float | None = None) -> None:
         now = clock.now() if now is None else now
-        gone = [n for n, d in self.deployments.items() if d.get("deleting_at") is not None and now >= d["gone_at"]]
+        gone = [
+            n for n, d in self.deployments.items()
+            if (d.get("deleting_at") is not None and now >= d["gone_at"])
+            or (d.get("expires_at") is not None and now >= d["expires_at"])
+        ]
         for name in gone:
             del self.deployments[name]
         if gone:
@@ -480,8 +499,11 @@ def _requested_hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
     """Hyperparameters as asked: top-level `hyperparameters`, overridden by `method.<type>.hyperparameters`."""
     hp = dict(body.get("hyperparameters") or {})
     method = body.get("method") or {}
-    inner = (method.get(method.get("type", "")) or {}).get("hyperparameters") or {}
+    config = method.get(method.get("type", "")) or {}
+    inner = config.get("hyperparameters") or {}
     hp.update(inner)
+    if "beta" in config and "beta" not in inner:
+        hp["beta"] = config["beta"]  # the DPO how-to's placement (method.dpo.beta); the spec's is under hyperparameters
     return {
         "n_epochs": hp.get("n_epochs", "auto"),
         "batch_size": hp.get("batch_size", "auto"),

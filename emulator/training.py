@@ -45,25 +45,19 @@ LEGACY_COLUMNS = (
     "validation_token_accuracy",
 )
 MAX_METRIC_EVENTS = 200
+# Both sentences as the safety-evaluation how-to quotes them (fine-tuning-safety-evaluation.md).
 RAI_MESSAGE = (
-    "The provided training data failed RAI checks for harm types: [{harms}]. "
-    "Please update your training data and try again."
+    "The provided training data failed RAI checks for harm types: [{harms}]. Please fix the data and try again."
 )
 SAFETY_EVAL_MESSAGE = (
     "This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
-    "acceptable thresholds for [{harms}]. Please review your training data set and try again."
+    "acceptable thresholds for [{harms}]. Please review your training data set and resubmit the job."
 )
+DEFAULT_RAI_HARMS = ("hate_fairness", "self_harm", "violence")
+DEFAULT_SAFETY_HARMS = "Violence, Self Harm"
+KEPT_CHECKPOINTS = 3
+"""Only the last three epochs are kept: the final one is the fine-tuned model, the two before are checkpoints."""
 INTERNAL_FAILURE_MESSAGE = "The job failed due to an internal error. Please try again."
-
-
-def auto_epochs(n_examples: int) -> int:
-    """Default epochs as OpenAI describes them: 3, raised to see ~100 examples (max 25), lowered past 25,000."""
-    epochs = 3
-    if n_examples * epochs < 100:
-        epochs = min(25, math.ceil(100 / max(1, n_examples)))
-    elif n_examples * epochs > 25_000:
-        epochs = max(1, 25_000 // n_examples)
-    return epochs
 
 
 def auto_batch_size(n_examples: int) -> int:
@@ -82,6 +76,9 @@ class Phase:
     started: float
     trained: float
     done: float
+    """"Job succeeded.": the status reads succeeded from here on."""
+    results: float
+    """"Completed results file" and "Training tokens billed": result_files and trained_tokens appear."""
 
 
 def phases(plan: dict[str, Any]) -> Phase:
@@ -89,7 +86,8 @@ def phases(plan: dict[str, Any]) -> Phase:
     waited = plan["queue_s"] + plan.get("wait_s", 0.0)  # wait_s: behind the jobs ahead (emulator.limits)
     started = math.inf if plan.get("scenario") == "stuck_queued" else validated + waited
     trained = started + plan["train_s"]
-    return Phase(validated, started, trained, trained + plan["finalize_s"])
+    done = trained + plan["finalize_s"]
+    return Phase(validated, started, trained, done, done + plan.get("results_s", 0.0))
 
 
 def step_offset(plan: dict[str, Any], step: int) -> float:
@@ -155,7 +153,7 @@ def timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
     plan = job["plan"]
     p = phases(plan)
     scenario = plan.get("scenario")
-    harms = ", ".join(plan.get("harm_types") or ["Hate", "Violence"])
+    harms = ", ".join(plan.get("harm_types") or DEFAULT_RAI_HARMS)
     out: list[dict[str, Any]] = []
 
     def add(offset: float, message: str, level: str = "info", kind: str = "message", data: Any = None) -> None:
@@ -189,13 +187,15 @@ def timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
             add(offset, INTERNAL_FAILURE_MESSAGE, level="error")
             return out
     if scenario == "safety_eval_failure":
-        add(p.trained, SAFETY_EVAL_MESSAGE.format(harms=plan.get("safety_harm_types") or "Violence, Self Harm"),
-            level="warning")
-    else:
-        add(p.trained, "Model Evaluation Passed.")
-    add(p.done, f"Completed results file: {job['result_file_id']}")
-    add(p.done, f"Training tokens billed: {plan['trained_tokens']}")
+        # The how-to shows the post-training safety evaluation as a failed job carrying this message.
+        add(p.trained, SAFETY_EVAL_MESSAGE.format(harms=plan.get("safety_harm_types") or DEFAULT_SAFETY_HARMS),
+            level="error")
+        return out
+    add(p.trained, "Model Evaluation Passed.")
     add(p.done, "Job succeeded.")
+    # Seen in real event streams: the results file and the billing come after "Job succeeded.".
+    add(p.results, f"Completed results file: {job['result_file_id']}")
+    add(p.results, f"Training tokens billed: {plan['trained_tokens']}")
     return out
 
 
@@ -204,9 +204,13 @@ def outcome(plan: dict[str, Any]) -> tuple[str, float, dict[str, Any] | None]:
     p = phases(plan)
     scenario = plan.get("scenario")
     if scenario == "rai_failure":
-        harms = ", ".join(plan.get("harm_types") or ["Hate", "Violence"])
+        harms = ", ".join(plan.get("harm_types") or DEFAULT_RAI_HARMS)
         return "failed", p.validated, {"code": "contentFilter", "message": RAI_MESSAGE.format(harms=harms),
                                        "param": "training_file"}
+    if scenario == "safety_eval_failure":
+        harms = plan.get("safety_harm_types") or DEFAULT_SAFETY_HARMS
+        return "failed", p.trained, {"code": "contentFilter", "message": SAFETY_EVAL_MESSAGE.format(harms=harms),
+                                     "param": None}
     if scenario == "job_failure":
         return "failed", step_offset(plan, plan["total_steps"] // 2), {
             "code": "internalFailure", "message": INTERNAL_FAILURE_MESSAGE, "param": None}
@@ -214,7 +218,12 @@ def outcome(plan: dict[str, Any]) -> tuple[str, float, dict[str, Any] | None]:
 
 
 def checkpoints(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """One checkpoint per epoch (oldest first), with the metrics of its step."""
+    """One checkpoint per epoch (oldest first), with the metrics of its step; see `kept_checkpoints`.
+
+    The final epoch's `fine_tuned_model_checkpoint` is the fine-tuned model's own name (the final epoch *is*
+    the fine-tuned model); earlier ones are `<model>:ckpt-step-N`. `metrics.step` is a float, as in
+    openai-python's `FineTuningJobCheckpoint.Metrics`.
+    """
     plan = job["plan"]
     rows = metrics(plan)
     out = []
@@ -224,15 +233,22 @@ def checkpoints(job: dict[str, Any]) -> list[dict[str, Any]]:
         if fail_at is not None and step > fail_at:
             break
         row = rows[step - 1]
+        final = epoch == plan["n_epochs"]
+        name = plan["fine_tuned_model"] if final else f"{plan['fine_tuned_model']}:ckpt-step-{step}"
         out.append({
             "epoch": epoch,
             "offset": step_offset(plan, step),
             "id": checkpoint_id(job["id"], epoch),
             "step_number": step,
-            "fine_tuned_model_checkpoint": f"{job['plan']['fine_tuned_model']}:ckpt-step-{step}",
-            "metrics": {"step": step, **{k: row[k] for k in METRIC_KEYS}},
+            "fine_tuned_model_checkpoint": name,
+            "metrics": {"step": float(step), **{k: row[k] for k in METRIC_KEYS}},
         })
     return out
+
+
+def kept(created: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checkpoints the service lists: the newest three created so far (older ones are not kept)."""
+    return created[-KEPT_CHECKPOINTS:]
 
 
 def _cell(value: Any) -> str:

@@ -62,6 +62,7 @@ class Services:
         aoai = AzureOpenAIClient(
             settings.azure_openai_endpoint,
             api_version=settings.azure_openai_api_version,
+            preview_api_version=settings.azure_openai_preview_api_version or None,
             api_key=key,
             credential=_credential(settings) if key is None else None,
             transport=service_transport("azure_openai"),

@@ -52,9 +52,13 @@ class Settings(BaseSettings):
         default=None, description="Leave empty to use managed identity (recommended)."
     )
     azure_openai_api_version: str = "2024-10-21"
+    azure_openai_preview_api_version: str = Field(
+        default="2025-04-01-preview",
+        description="Used only for job creates that need preview-only fields (trainingType, DPO); empty = never.",
+    )
     azure_client_id: str = Field(default="", description="Client id of a user-assigned managed identity, if any.")
     azure_management_endpoint: str = "https://management.azure.com"
-    azure_management_api_version: str = "2024-10-01"
+    azure_management_api_version: str = "2025-09-01"
     azure_subscription_id: str = ""
     azure_resource_group: str = ""
     azure_openai_account_name: str = ""

@@ -1,10 +1,12 @@
 """Azure OpenAI boundary: a small hand-written client for the data plane and the deployments control plane.
 
 Modules: :mod:`.client` (files, jobs, models, inference), :mod:`.deployments` (ARM deployments),
-:mod:`.errors` (the one error hierarchy), :mod:`.retry` (retries as an httpx transport, and the rule for
+:mod:`.errors` (the one error hierarchy), :mod:`.api_versions` (which api-version a request needs),
+:mod:`.retry` (retries as an httpx transport, and the rule for
 creates), :mod:`.models` (wire models), :mod:`.auth`, :mod:`.redact`. Usage: docs/client.md.
 """
 
+from .api_versions import UnsupportedFeatureError
 from .auth import COGNITIVE_SERVICES_SCOPE, MANAGEMENT_SCOPE, StaticTokenCredential
 from .client import AzureOpenAIClient
 from .deployments import DeploymentPoller, DeploymentsClient
@@ -18,6 +20,7 @@ from .errors import (
     BadRequestError,
     ConflictError,
     DeploymentLimitError,
+    DeploymentNotReadyError,
     InsufficientQuotaError,
     InternalServerError,
     NotFoundError,
@@ -59,6 +62,7 @@ __all__ = [
     "ConflictError",
     "Deployment",
     "DeploymentLimitError",
+    "DeploymentNotReadyError",
     "DeploymentPoller",
     "DeploymentsClient",
     "FileObject",
@@ -75,5 +79,6 @@ __all__ = [
     "RateLimitError",
     "RetryTransport",
     "StaticTokenCredential",
+    "UnsupportedFeatureError",
     "error_from_response",
 ]

@@ -23,7 +23,9 @@ import httpx
 from azure.core.credentials import TokenCredential
 from pydantic import SecretStr
 
+from . import api_versions
 from ._base import BaseClient, seg
+from .api_versions import Feature
 from .auth import COGNITIVE_SERVICES_SCOPE, ApiKeyAuth, BearerTokenAuth
 from .deployments import DeploymentPoller, DeploymentsClient
 from .errors import error_from_exception
@@ -31,7 +33,8 @@ from .models import ChatCompletion, Checkpoint, Completion, DeletedFile, FileObj
 
 __all__ = ["AzureOpenAIClient", "DeploymentPoller", "DeploymentsClient", "Files", "Jobs", "Models"]
 
-DEFAULT_API_VERSION = "2024-10-21"
+DEFAULT_API_VERSION = api_versions.GA
+DEFAULT_PREVIEW_API_VERSION = api_versions.PREVIEW
 _SUFFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _INT32 = (-(2**31), 2**31 - 1)
 
@@ -116,10 +119,16 @@ class Jobs:
         seed: int | None = None,
         method: Mapping[str, Any] | None = None,
         training_type: str | None = None,
+        integrations: Sequence[Mapping[str, Any]] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> FineTuningJob:
         """``POST /fine_tuning/jobs``. ``training_type`` is sent as Azure's top-level ``trainingType``
         (``Standard``, ``GlobalStandard``, ``Developer``); ``extra`` is merged into the body last.
+
+        The api-version is chosen per request (:mod:`shared.aoai.api_versions`): ``trainingType``, a ``method``
+        other than supervised and ``integrations`` exist only in the preview, so such a create is sent with
+        ``preview_api_version``; without one it raises ``UnsupportedFeatureError`` before sending anything.
+        DPO hyperparameters go where the preview spec puts them: ``method.dpo.hyperparameters.beta``.
 
         Non-idempotent: on ``ambiguous=True`` reconcile with :meth:`find_matching` before creating again.
         """
@@ -127,19 +136,65 @@ class Jobs:
             raise ValueError(f"suffix must be 1-40 characters of a-z A-Z 0-9 - _, got {suffix!r}")
         if seed is not None and not _INT32[0] <= seed <= _INT32[1]:
             raise ValueError(f"seed must be an int32, got {seed}")
+        version, method_out, hyper_out = self._plan_create(method, hyperparameters, training_type, integrations)
         body: dict[str, Any] = {"model": model, "training_file": training_file}
         optional: dict[str, Any] = {
             "validation_file": validation_file,
-            "hyperparameters": dict(hyperparameters) if hyperparameters is not None else None,
+            "hyperparameters": hyper_out,
             "suffix": suffix,
             "seed": seed,
-            "method": dict(method) if method is not None else None,
+            "method": method_out,
+            "integrations": [dict(i) for i in integrations] if integrations is not None else None,
             "trainingType": training_type,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         body.update(extra or {})
-        response = self._c._send("POST", "fine_tuning/jobs", params=self._c._version, json=body, idempotent=False)
+        response = self._c._send(
+            "POST", "fine_tuning/jobs", params={"api-version": version}, json=body, idempotent=False
+        )
         return self._c._parse(FineTuningJob, response)
+
+    def api_version_for_create(
+        self,
+        *,
+        method: Mapping[str, Any] | None = None,
+        training_type: str | None = None,
+        integrations: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """The api-version :meth:`create` would use; raises ``UnsupportedFeatureError`` before any upload."""
+        return self._plan_create(method, None, training_type, integrations)[0]
+
+    def _plan_create(
+        self,
+        method: Mapping[str, Any] | None,
+        hyperparameters: Mapping[str, Any] | None,
+        training_type: str | None,
+        integrations: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        """(api-version, method to send, top-level hyperparameters to send).
+
+        A supervised ``method`` is preview-only as a field, but means the same as top-level ``hyperparameters``:
+        on GA it is sent that way; any other method type (dpo) needs the preview api-version.
+        """
+        features: list[Feature] = []
+        if training_type is not None:
+            features.append(Feature.TRAINING_TYPE)
+        if integrations is not None:
+            features.append(Feature.INTEGRATIONS)
+        method_type = (method or {}).get("type")
+        if method is not None and method_type != "supervised":
+            features.append(Feature.METHOD)
+        version = api_versions.choose(
+            features, api_version=self._c.api_version, preview_api_version=self._c.preview_api_version
+        )
+        hyper = dict(hyperparameters) if hyperparameters is not None else None
+        if method is None:
+            return version, None, hyper
+        if method_type == "supervised" and not api_versions.supports(version, Feature.METHOD):
+            inner = (method.get("supervised") or {}).get("hyperparameters") or {}
+            merged = {**(hyper or {}), **dict(inner)}
+            return version, None, merged or None
+        return version, dict(method), hyper
 
     def get(self, job_id: str) -> FineTuningJob:
         response = self._c._send("GET", f"fine_tuning/jobs/{seg(job_id)}", params=self._c._version)
@@ -174,18 +229,24 @@ class Jobs:
         return self._c._parse(FineTuningJob, response)
 
     def pause(self, job_id: str) -> FineTuningJob:
-        """Preview api-versions only."""
+        """Preview api-versions only (sent with ``preview_api_version`` when the configured one is GA)."""
         response = self._c._send(
-            "POST", f"fine_tuning/jobs/{seg(job_id)}/pause", params=self._c._version, idempotent=True
+            "POST", f"fine_tuning/jobs/{seg(job_id)}/pause", params=self._pause_version(), idempotent=True
         )
         return self._c._parse(FineTuningJob, response)
 
     def resume(self, job_id: str) -> FineTuningJob:
-        """Preview api-versions only."""
+        """Preview api-versions only (as :meth:`pause`)."""
         response = self._c._send(
-            "POST", f"fine_tuning/jobs/{seg(job_id)}/resume", params=self._c._version, idempotent=True
+            "POST", f"fine_tuning/jobs/{seg(job_id)}/resume", params=self._pause_version(), idempotent=True
         )
         return self._c._parse(FineTuningJob, response)
+
+    def _pause_version(self) -> dict[str, str]:
+        version = api_versions.choose(
+            [Feature.PAUSE_RESUME], api_version=self._c.api_version, preview_api_version=self._c.preview_api_version
+        )
+        return {"api-version": version}
 
     def delete(self, job_id: str) -> None:
         self._c._send("DELETE", f"fine_tuning/jobs/{seg(job_id)}", params=self._c._version)
@@ -230,6 +291,8 @@ class AzureOpenAIClient(BaseClient):
     Auth: exactly one of ``api_key`` (sent as ``api-key``) or ``credential`` (an azure-identity
     ``TokenCredential``; tokens for ``https://cognitiveservices.azure.com/.default``, cached until near expiry).
     ``endpoint`` is the resource URL (``https://NAME.openai.azure.com``; a trailing ``/openai`` is accepted).
+    ``api_version`` is used for every request; ``preview_api_version`` (None to forbid) only for requests that
+    need a preview-only field (see :mod:`shared.aoai.api_versions`).
     """
 
     def __init__(
@@ -237,6 +300,7 @@ class AzureOpenAIClient(BaseClient):
         endpoint: str,
         *,
         api_version: str = DEFAULT_API_VERSION,
+        preview_api_version: str | None = DEFAULT_PREVIEW_API_VERSION,
         api_key: SecretStr | str | None = None,
         credential: TokenCredential | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -262,6 +326,7 @@ class AzureOpenAIClient(BaseClient):
             root + "/", auth=auth, transport=transport, timeout=timeout, max_retries=max_retries, secrets=secrets
         )
         self.api_version = api_version
+        self.preview_api_version = preview_api_version or None
         self._version = {"api-version": api_version}
         self.files = Files(self)
         self.jobs = Jobs(self)

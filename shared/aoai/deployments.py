@@ -22,6 +22,7 @@ import httpx
 from azure.core.credentials import TokenCredential
 from pydantic import SecretStr
 
+from . import api_versions
 from ._base import BaseClient, seg
 from .auth import MANAGEMENT_SCOPE, BearerTokenAuth, StaticTokenCredential
 from .errors import OperationFailedError, OperationTimeoutError
@@ -34,7 +35,7 @@ logger = logging.getLogger("shared.aoai")
 __all__ = ["DEFAULT_POLL_INTERVAL", "DeploymentPoller", "DeploymentsClient"]
 
 DEFAULT_POLL_INTERVAL = 60.0
-DEFAULT_MANAGEMENT_API_VERSION = "2024-10-01"
+DEFAULT_MANAGEMENT_API_VERSION = api_versions.ARM_STABLE
 
 
 class DeploymentPoller:
@@ -235,18 +236,25 @@ class DeploymentsClient(BaseClient):
         sku_name: str = "Standard",
         capacity: int = 1,
         source: str | None = None,
+        source_account: str | None = None,
         model_format: str = "OpenAI",
     ) -> DeploymentPoller:
         """PUT the deployment (idempotent: safe to retry and to repeat) and return its poller.
 
-        ``model_name`` is a fine-tuned model (``<base>.ft-<hex>``) or a checkpoint id; ``source`` the ARM id of
-        the account that owns it when it lives elsewhere.
+        ``model_name`` is a fine-tuned model (``<base>.ft-<hex>``) or a checkpoint id. For a model trained in
+        another account: ``source`` (its ARM id; cross-region or cross-subscription in the how-to) or
+        ``source_account`` (sent as ``properties.model.sourceAccount``; the how-to's cross-tenant form).
+        A ``DeveloperTier`` sku is sent with api-version 2025-07-01-preview, the version the Developer-tier
+        how-to uses; every other sku with the client's ``api_version``.
         """
         model: dict[str, Any] = {"format": model_format, "name": model_name, "version": model_version}
         if source is not None:
             model["source"] = source
+        if source_account is not None:
+            model["sourceAccount"] = source_account
         body = {"sku": {"name": sku_name, "capacity": capacity}, "properties": {"model": model}}
-        response = self._send("PUT", self._path(name), params=self._version, json=body)
+        version = api_versions.arm_version_for_sku(sku_name, self.api_version)
+        response = self._send("PUT", self._path(name), params={"api-version": version}, json=body)
         return DeploymentPoller(self, name, response, deleting=False)
 
     def create_or_update_and_wait(
@@ -258,6 +266,7 @@ class DeploymentsClient(BaseClient):
         sku_name: str = "Standard",
         capacity: int = 1,
         source: str | None = None,
+        source_account: str | None = None,
         timeout: float | None = 3600.0,
     ) -> Deployment:
         poller = self.begin_create_or_update(
@@ -267,6 +276,7 @@ class DeploymentsClient(BaseClient):
             sku_name=sku_name,
             capacity=capacity,
             source=source,
+            source_account=source_account,
         )
         return poller.result(timeout)
 

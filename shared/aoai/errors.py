@@ -11,6 +11,8 @@ Every call of :mod:`shared.aoai` raises one of these, never a bare ``httpx`` or 
     │   ├── AuthenticationError           401
     │   ├── PermissionDeniedError         403
     │   ├── NotFoundError                 404
+    │   │   └── DeploymentNotReadyError   code DeploymentNotReady (any status): ARM said Succeeded, the data
+    │   │                                 plane does not serve yet; a later try may succeed
     │   ├── ConflictError                 409
     │   ├── RateLimitError                429 (throttling; retried by the transport before you see it)
     │   ├── InternalServerError           >= 500
@@ -58,6 +60,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "DeploymentLimitError",
+    "DeploymentNotReadyError",
     "InsufficientQuotaError",
     "InternalServerError",
     "NotFoundError",
@@ -79,6 +82,8 @@ QUOTA_CODES = frozenset({"insufficientquota", "quotaexceeded", "insufficient_quo
 DEPLOYMENT_LIMIT_CODES = frozenset(
     {"deploymentlimitexceeded", "deploymentlimitreached", "maxdeploymentsexceeded", "toomanydeployments"}
 )
+#: Service codes (lower-cased) meaning "the deployment exists but does not serve yet" (after ARM Succeeded).
+NOT_READY_CODES = frozenset({"deploymentnotready"})
 _DEPLOYMENT_CAP_RE = re.compile(
     r"(?i)(?:\bnumber of|\bmaximum|\bmax\b|\blimit of)[^.]{0,60}\bdeployments\b"
     r"|\bdeployments?\b[^.]{0,80}\b(?:limit|maximum|exceed(?:s|ed)?)\b"
@@ -178,6 +183,10 @@ class NotFoundError(APIStatusError):
     """404: unknown id, or a wrong path / api-version ("Resource not found")."""
 
 
+class DeploymentNotReadyError(NotFoundError):
+    """The deployment exists (ARM ``Succeeded``) but the data plane does not serve it yet; try again later."""
+
+
 class ConflictError(APIStatusError):
     """409: conflict, item already exists, unexpected entity state."""
 
@@ -274,7 +283,7 @@ def _parse_envelope(body: Any) -> tuple[str | None, str | None, str | None]:
         code = _str_or_none(err.get("code")) or _str_or_none(err.get("type"))
         message = _str_or_none(err.get("message"))
         param = _str_or_none(err.get("param")) or _str_or_none(err.get("target"))
-        inner = err.get("innererror") or err.get("innerError")
+        inner = err.get("innererror") or err.get("innerError") or err.get("inner_error")
         if isinstance(inner, dict) and inner.get("code") and message is None:
             message = _str_or_none(inner.get("message"))
         details = err.get("details")
@@ -291,6 +300,8 @@ def _parse_envelope(body: Any) -> tuple[str | None, str | None, str | None]:
 
 def _classify(status: int, code: str | None, message: str | None) -> type[APIStatusError]:
     lowered = (code or "").lower()
+    if lowered in NOT_READY_CODES:
+        return DeploymentNotReadyError
     if lowered in DEPLOYMENT_LIMIT_CODES:
         return DeploymentLimitError
     if status in (400, 403, 409, 429) and message and _DEPLOYMENT_CAP_RE.search(message):

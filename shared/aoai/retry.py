@@ -9,9 +9,9 @@ What is retried
     * transport errors: connect errors and timeouts, read/write errors and timeouts, dropped connections.
 
 How long to wait
-    ``retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date), capped at ``max_retry_after``
-    (60 s by default); without either header, exponential backoff ``backoff_base * 2**(n-1)`` capped at
-    ``backoff_cap`` and jittered down by up to ``jitter`` (25 %).
+    ``retry-after-ms`` or ``x-ms-retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date),
+    capped at ``max_retry_after`` (60 s by default); without any of them, exponential backoff
+    ``backoff_base * 2**(n-1)`` capped at ``backoff_cap`` and jittered down by up to ``jitter`` (25 %).
 
 The rule for effects (creates)
     A request is *non-idempotent* when ``request.extensions["idempotent"] is False`` (the client marks its
@@ -62,6 +62,8 @@ RETRYABLE_ERRORS: tuple[type[httpx.TransportError], ...] = (
     httpx.RemoteProtocolError,
 )
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+#: Millisecond retry hints, first match wins: OpenAI's ``retry-after-ms``, then Azure's ``x-ms-retry-after-ms``.
+RETRY_AFTER_MS_HEADERS = ("retry-after-ms", "x-ms-retry-after-ms")
 _NON_IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 _QUOTA_CODES = frozenset({"insufficientquota", "quotaexceeded", "insufficient_quota"})
 
@@ -75,13 +77,15 @@ def is_idempotent(request: httpx.Request) -> bool:
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds the service asks us to wait: ``retry-after-ms``, then ``Retry-After`` (seconds or HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+    """Seconds the service asks us to wait: ``retry-after-ms``, ``x-ms-retry-after-ms``, then ``Retry-After``
+    (seconds or an HTTP date)."""
+    for name in RETRY_AFTER_MS_HEADERS:
+        ms = headers.get(name)
+        if ms:
+            try:
+                return max(float(ms) / 1000.0, 0.0)
+            except ValueError:
+                pass
     value = headers.get("retry-after")
     if not value:
         return None
@@ -97,7 +101,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = 
 
 
 def _has_retry_hint(response: httpx.Response) -> bool:
-    return "retry-after" in response.headers or "retry-after-ms" in response.headers
+    return "retry-after" in response.headers or any(h in response.headers for h in RETRY_AFTER_MS_HEADERS)
 
 
 def effect_is_ambiguous(

@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.epochs import default_epochs
+
 from .report import Distribution, Estimate
 
-# The OpenAI cookbook's rule (Chat_finetuning_data_prep.ipynb), which the service's "auto" epochs follow.
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
+# The service's default-epochs rule lives in shared.epochs (the emulator uses the same function).
+__all__ = ["default_epochs", "distribution", "estimate"]
 
 
 def distribution(values: Any) -> Distribution | None:
@@ -130,20 +128,6 @@ def _percentile(at: Callable[[int], float], n: int, q: float) -> float:
     diff = b - a
     result = b - diff * (np.float64(1) - gamma) if gamma >= 0.5 else a + diff * gamma
     return float(result)
-
-
-def default_epochs(n_examples: int) -> int:
-    """3 epochs; raised so at least 100 examples are seen (at most 25); lowered so at most 25,000 are.
-
-    Lowering starts once examples x 3 exceeds 25,000 (8,334 examples and up), as in the cookbook.
-    """
-    if n_examples <= 0:
-        return TARGET_EPOCHS
-    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
-    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
-    return TARGET_EPOCHS
 
 
 def estimate(

@@ -50,7 +50,7 @@ def test_create_polls_operation_with_retry_after(make_arm: MakeArm, sleeps: Slee
     assert result.provisioning_state == "Succeeded"
     assert script.count == 4
     put = script.requests[0]
-    assert put.method == "PUT" and str(put.url) == f"{BASE}/deployments/ft?api-version=2024-10-01"
+    assert put.method == "PUT" and str(put.url) == f"{BASE}/deployments/ft?api-version=2025-09-01"
     assert put.headers["authorization"] == "Bearer arm-token-xyz"
     assert json.loads(put.content) == {
         "sku": {"name": "Standard", "capacity": 1},
@@ -146,7 +146,7 @@ def test_timeout(make_arm: MakeArm) -> None:
 
 
 def test_get_missing_is_none_and_list_follows_next_link(make_arm: MakeArm) -> None:
-    next_link = f"{BASE}/deployments?api-version=2024-10-01&$skipToken=abc"
+    next_link = f"{BASE}/deployments?api-version=2025-09-01&$skipToken=abc"
     arm, script = make_arm(
         err(404, "DeploymentNotFound", "not found"),
         jresp(200, {"value": [deployment("a"), deployment("b")], "nextLink": next_link}),
@@ -155,7 +155,7 @@ def test_get_missing_is_none_and_list_follows_next_link(make_arm: MakeArm) -> No
     assert arm.get("nope") is None
     assert [d.name for d in arm.list()] == ["a", "b", "c"]
     assert script.requests[2].url.params["$skipToken"] == "abc"
-    assert script.requests[2].url.params.get_list("api-version") == ["2024-10-01"]
+    assert script.requests[2].url.params.get_list("api-version") == ["2025-09-01"]
 
 
 def test_next_link_to_another_host_is_refused(make_arm: MakeArm) -> None:
@@ -178,7 +178,7 @@ def test_delete_and_wait(make_arm: MakeArm, sleeps: Sleeps) -> None:
 
 
 def test_delete_with_location_header(make_arm: MakeArm, sleeps: Sleeps) -> None:
-    location = f"{BASE}/operationResults/del1?api-version=2024-10-01"
+    location = f"{BASE}/operationResults/del1?api-version=2025-09-01"
     arm, script = make_arm(
         httpx.Response(202, headers={"location": location, "retry-after": "1"}),
         httpx.Response(202, headers={"retry-after": "1"}),

@@ -97,9 +97,9 @@ def wait_job(client: AzureOpenAI, job_id: str, timeout: float = 30) -> Any:
 
 
 def create_job(client: AzureOpenAI, training_file: str, **kwargs: Any) -> Any:
+    """A job create as the GA body allows it (no trainingType: that is a preview-only field)."""
     kwargs.setdefault("model", "gpt-4o-mini-2024-07-18")
-    extra = kwargs.pop("extra_body", {"trainingType": "Standard"})
-    return client.fine_tuning.jobs.create(training_file=training_file, extra_body=extra, **kwargs)
+    return client.fine_tuning.jobs.create(training_file=training_file, **kwargs)
 
 
 @pytest.fixture(scope="session")

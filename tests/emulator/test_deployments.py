@@ -150,7 +150,9 @@ def test_checkpoints_can_be_deployed_by_id_or_name(emulator: EmulatorProcess, ao
     assert deploy(emulator, by_id, checkpoints[1].id)["properties"]["provisioningState"] == "Succeeded"
     assert deploy(emulator, by_name, checkpoints[2].fine_tuned_model_checkpoint)["properties"][
         "provisioningState"] == "Succeeded"
-    oldest = arm_put(emulator, _name(), checkpoints[-1].id)  # epoch 1 of 4: not among the last three
+    assert len(checkpoints) == 3  # only the last three epochs are listed
+    # Epoch 1 of 4 (step 6) is no longer kept: a deployment of it is refused.
+    oldest = arm_put(emulator, _name(), f"{trained['job'].fine_tuned_model}:ckpt-step-6")
     assert oldest.status_code == 400
     assert oldest.json()["error"]["code"] == "DeploymentModelNotSupported"
     assert "last three epochs" in oldest.json()["error"]["message"]
@@ -195,16 +197,18 @@ def test_five_fine_tuned_deployments_cap(emulator: EmulatorProcess, trained: dic
     assert arm_put(emulator, base, "gpt-4o-2024-08-06").status_code == 201  # base models do not count
 
 
-def test_safety_evaluation_refuses_the_model(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
+def test_safety_evaluation_fails_the_job(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
+    """As the safety-evaluation how-to shows it: a failed job carrying the documented sentence, no model."""
     final = wait_job(aoai, create_job(aoai, processed_file(aoai, chat_jsonl(12, marker="safety_eval_failure"))).id)
-    assert final.status == "succeeded"
-    warning = [e for e in aoai.fine_tuning.jobs.list_events(final.id, limit=50) if e.level == "warning"]
-    assert warning and warning[0].message.startswith("This model is unable to be deployed.")
-    response = arm_put(emulator, _name(), final.fine_tuned_model)
-    assert response.status_code == 400
-    assert response.json()["error"]["message"] == (
-        "This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
-        "acceptable thresholds for [Violence, Self Harm]. Please review your training data set and try again.")
+    message = ("This model is unable to be deployed. Model evaluation identified that this fine tuned model scores "
+               "above acceptable thresholds for [Violence, Self Harm]. Please review your training data set and "
+               "resubmit the job.")
+    assert final.status == "failed"
+    assert final.error.message == message and final.error.code == "contentFilter"
+    assert final.fine_tuned_model is None and not final.result_files and final.trained_tokens is None
+    events = list(aoai.fine_tuning.jobs.list_events(final.id, limit=50))
+    assert events[0].level == "error" and events[0].message == message
+    assert "Job succeeded." not in [e.message for e in events]
 
 
 def test_next_deployment_refused_failed_stuck(emulator: EmulatorProcess, mgmt: CognitiveServicesManagementClient,

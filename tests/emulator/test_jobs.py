@@ -11,6 +11,7 @@ import pytest
 import tiktoken
 from openai import AzureOpenAI, BadRequestError, NotFoundError
 
+from shared.epochs import default_epochs
 from tests.emulator.conftest import (
     GA,
     LEGACY,
@@ -48,7 +49,8 @@ def test_job_runs_pending_running_succeeded(aoai: AzureOpenAI) -> None:
     final = wait_for(poll, lambda j: j.status == "succeeded", every=0.05)
     assert seen.index("pending") < seen.index("running") < seen.index("succeeded")
     assert final.estimated_finish is None and final.finished_at >= final.created_at
-    assert final.hyperparameters.n_epochs == 9  # auto: enough epochs to see ~100 examples (12 examples)
+    # auto epochs: the one rule (shared.epochs) the cost estimate uses too: 100 // 12 = 8 for 12 examples
+    assert final.hyperparameters.n_epochs == default_epochs(12) == 8
     assert final.hyperparameters.batch_size == 1
     assert final.result_files and final.result_files[0].startswith("file-")
     assert final.fine_tuned_model.startswith("gpt-4o-mini-2024-07-18.ft-")
@@ -72,7 +74,9 @@ def test_events_newest_first_with_sdk_auto_paging(aoai: AzureOpenAI, trained: di
     assert len(first_page.data) == 5 and first_page.has_more is True
     events = list(aoai.fine_tuning.jobs.list_events(job.id, limit=5))  # auto-paging follows `after`
     messages = [e.message for e in events]
-    assert messages[0] == "Job succeeded."
+    # As real event streams run: the results file and the billing come after "Job succeeded.".
+    assert messages[:3] == [f"Training tokens billed: {job.trained_tokens}",
+                            f"Completed results file: {job.result_files[0]}", "Job succeeded."]
     assert messages[-1] == f"Validating training file: {trained['training_file']}"
     assert len({e.id for e in events}) == len(events)
     for expected in ("Job enqueued. Waiting for jobs ahead to complete.", "Job started.", "Model Evaluation Passed.",
@@ -87,15 +91,24 @@ def test_events_newest_first_with_sdk_auto_paging(aoai: AzureOpenAI, trained: di
     assert created == sorted(created, reverse=True)
 
 
-def test_checkpoints_one_per_epoch(aoai: AzureOpenAI, trained: dict[str, Any]) -> None:
-    job = trained["job"]
+def test_checkpoints_only_the_last_three_epochs(emulator: EmulatorProcess, aoai: AzureOpenAI,
+                                                trained: dict[str, Any]) -> None:
+    job = trained["job"]  # 4 epochs: the service keeps the last three (the final one is the model itself)
     checkpoints = list(aoai.fine_tuning.jobs.checkpoints.list(job.id, limit=2))
-    assert [c.step_number for c in checkpoints] == [24, 18, 12, 6]
-    for c in checkpoints:
-        assert c.id.startswith("ftchkpt-") and len(c.id) == 8 + 32
+    assert [c.step_number for c in checkpoints] == [24, 18, 12]
+    page = _raw(emulator, "GET", f"/openai/fine_tuning/jobs/{job.id}/checkpoints").json()
+    assert page["has_more"] is False and len(page["data"]) == 3
+    newest, *older = checkpoints
+    assert newest.fine_tuned_model_checkpoint == job.fine_tuned_model  # the plain fine-tuned model name
+    for c in older:
         assert c.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{c.step_number}"
+    for raw, c in zip(page["data"], checkpoints, strict=True):
+        assert c.id.startswith("ftchkpt-") and len(c.id) == 8 + 32
         assert c.fine_tuning_job_id == job.id
         assert c.metrics.full_valid_loss is not None and c.metrics.train_loss > 0
+        assert isinstance(raw["metrics"]["step"], float) and raw["metrics"]["step"] == c.step_number
+    # The hex after .ft- is not the job's hex.
+    assert job.fine_tuned_model.split(".ft-")[1][:32] != job.id.removeprefix("ftjob-")
 
 
 def test_results_csv_current_columns_with_decreasing_loss(aoai: AzureOpenAI, trained: dict[str, Any]) -> None:
@@ -173,20 +186,46 @@ def test_bad_hyperparameters_and_seed(emulator: EmulatorProcess, aoai: AzureOpen
                          ({"hyperparameters": {"batch_size": 1000}}, "hyperparameters.batch_size"),
                          ({"hyperparameters": {"learning_rate_multiplier": -1}},
                           "hyperparameters.learning_rate_multiplier"),
-                         ({"seed": 2**40}, "seed"), ({"trainingType": "Premium"}, "trainingType"),
-                         ({"method": {"type": "dpo"}}, "training_file")]:
+                         ({"seed": 2**40}, "seed")]:
         response = _raw(emulator, "POST", "/openai/fine_tuning/jobs", json={**base, **extra})
+        assert response.status_code == 400, extra
+        assert response.json()["error"]["param"] == param
+    dpo_base = {**base, "model": "gpt-4.1-mini-2025-04-14"}
+    for extra, param in [({"trainingType": "Premium"}, "trainingType"), ({"method": {"type": "dpo"}}, "training_file")]:
+        response = _raw(emulator, "POST", "/openai/fine_tuning/jobs", PREVIEW, json={**dpo_base, **extra})
         assert response.status_code == 400, extra
         assert response.json()["error"]["param"] == param
 
 
-def test_missing_training_type_when_the_service_insists(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
+@pytest.mark.parametrize("field", ["trainingType", "method", "integrations", "prompt_loss_weight"])
+def test_ga_refuses_fields_it_does_not_define(emulator: EmulatorProcess, aoai: AzureOpenAI, field: str) -> None:
+    """The GA create body has six fields; the emulator answers 400 for any other (the specs are silent)."""
     training = processed_file(aoai)
+    value = {"trainingType": "Standard", "method": {"type": "supervised"}, "integrations": [],
+             "prompt_loss_weight": 0.1}[field]
+    body = {"model": "gpt-4o-mini-2024-07-18", "training_file": training, field: value}
+    response = _raw(emulator, "POST", "/openai/fine_tuning/jobs", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalidPayload" and error["param"] == field
+    assert "2024-10-21" in error["message"]
+    before = emulator.health()["jobs"]
+    preview = _raw(emulator, "POST", "/openai/fine_tuning/jobs", PREVIEW, json=body)
+    if field == "prompt_loss_weight":
+        assert preview.status_code == 400  # not in the preview body either
+    else:
+        assert preview.status_code == 201, preview.text
+        assert emulator.health()["jobs"] == before + 1
+
+
+def test_missing_training_type_when_the_service_insists(emulator: EmulatorProcess) -> None:
+    preview = make_client(emulator, PREVIEW)
+    training = processed_file(preview)
     emulator.set_scenario("require_training_type")
     with pytest.raises(BadRequestError) as info:
-        aoai.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training)
+        preview.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training)
     assert info.value.body["message"] == "The specified base model does not support fine-tuning."  # type: ignore[index]
-    job = create_job(aoai, training, extra_body={"trainingType": "globalstandard"})
+    job = create_job(preview, training, extra_body={"trainingType": "globalstandard"})
     assert job.status == "pending"
     assert job.model_extra is not None and job.model_extra["trainingType"] == "GlobalStandard"
 
@@ -282,13 +321,15 @@ def test_pause_and_resume_are_preview_only(emulator: EmulatorProcess, aoai: Azur
 def test_rai_failure_by_marker_and_by_admin(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
     marked = processed_file(aoai, chat_jsonl(12, marker="rai_failure"))
     clean = processed_file(aoai)
-    for training, harms in ((marked, "Hate, Violence"), (clean, "SelfHarm")):
+    for training, harms in ((marked, "hate_fairness, self_harm, violence"), (clean, "SelfHarm")):
         if training == clean:
             emulator.set_scenario("rai_failure", harm_types=["SelfHarm"])
         final = wait_job(aoai, create_job(aoai, training).id)
         assert final.status == "failed"
-        assert final.error.message.startswith(
-            f"The provided training data failed RAI checks for harm types: [{harms}].")
+        # The sample message of the safety-evaluation how-to, word for word.
+        assert final.error.message == (
+            f"The provided training data failed RAI checks for harm types: [{harms}]. Please fix the data and try "
+            "again.")
         assert final.fine_tuned_model is None and final.trained_tokens is None
         events = list(aoai.fine_tuning.jobs.list_events(final.id))
         assert events[0].level == "error" and events[0].message == final.error.message

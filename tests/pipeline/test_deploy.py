@@ -67,7 +67,8 @@ def test_quality_gate_failure_ends_gated_with_nothing_deployed(driver: Driver, s
     assert services.store.get_artifact(record.id, "metrics.json") is not None  # measured all the same
 
 
-def test_safety_evaluation_refusal_fails_the_run_with_its_message(driver: Driver, services: Services) -> None:
+def test_safety_evaluation_failure_fails_the_run_with_its_message(driver: Driver, services: Services) -> None:
+    """The how-to shows the post-training safety evaluation as a failed job: the run fails in training."""
     record = _train(
         driver,
         "unsafe.jsonl",
@@ -77,6 +78,7 @@ def test_safety_evaluation_refusal_fails_the_run_with_its_message(driver: Driver
     record = driver.run(record.id)
     assert record.state == RunState.FAILED
     assert record.error is not None and "unable to be deployed" in record.error.message
+    assert RunState.SUCCEEDED not in [h.state for h in record.history]
     assert services.deployments is not None and services.deployments.get("unsafe-deploy") is None
 
 
@@ -126,7 +128,8 @@ def test_existing_deployment_with_same_model_is_success(driver: Driver, services
 
 
 def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], services: Services, emulator: Any) -> None:
-    env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15"}
+    # No trainingType: with one the job would be created with the preview api-version (it is a preview-only field).
+    env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15", "DEFAULT_TRAINING_TYPE": ""}
     legacy = Services.from_settings(settings_from_env(env), env=env)  # deployments cleaned up by `services`
     driver = Driver(legacy, emulator)
     record = _train(driver, "legacy.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "legacy"})
