@@ -6,8 +6,8 @@ omitted = no limit), "skip": N (let the first N matching requests through), "ret
 default 1), "latency_ms": ms (the added delay for mode latency; with another mode, a delay before failing)}`.
 
 Modes:
-- `429`: throttled, with `Retry-After` (s), `retry-after-ms` and `x-ms-retry-after-ms`; the gateway's envelope (`code "429"`) on the
-  data plane, ARM's `TooManyRequests` on the control plane;
+- `429`: throttled, with `Retry-After` (s), `retry-after-ms` and `x-ms-retry-after-ms`; the gateway's envelope
+  (`code "429"`) on the data plane, ARM's `TooManyRequests` on the control plane;
 - `500` / `503`: `internalFailure` / `serviceUnavailable` (ARM: `InternalServerError` / `ServiceUnavailable`);
 - `drop`: the connection is closed without any response (the client sees "server disconnected");
 - `latency`: the request is delayed by `latency_ms`, then served normally.

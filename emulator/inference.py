@@ -248,7 +248,7 @@ def _deployment(state: State, name: str) -> tuple[dict[str, Any], dict[str, Any]
     state.prune_deleted()
     dep = state.deployments.get(name)
     serving = None if dep is None else state.serving(dep)
-    if serving is None:
+    if dep is None or serving is None:
         raise ApiError(404, "DeploymentNotFound", DEPLOYMENT_NOT_FOUND)
     if not serving:
         # ARM says Succeeded, the data plane does not serve it yet (minutes on Azure). Status inferred.

@@ -462,7 +462,7 @@ class State:
         now = clock.now() if now is None else now
         if self.deployment_state(dep, now) != "Succeeded":
             return None
-        return now >= dep["ready_at"] + dep.get("not_ready_s", 0.0)
+        return bool(now >= dep["ready_at"] + dep.get("not_ready_s", 0.0))
 
     def deployment_state(self, dep: dict[str, Any], now: float | None = None) -> str:
         now = clock.now() if now is None else now
