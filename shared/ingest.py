@@ -25,6 +25,7 @@ from shared import artifacts
 from shared.evalspec import Evaluation
 from shared.heldout import HeldOut, hold_out_test_set
 from shared.imports import ensure_imports
+from shared.models_check import check_spec
 from shared.names import (
     InvalidName,
     check_blob_name,
@@ -55,9 +56,11 @@ from shared.spec import (
     metadata_overrides,
     parse_profile,
     profile_blob_name,
+    spec_warnings,
 )
 from shared.telemetry import in_run
-from shared.validation import Issue, ValidationOptions, ValidationReport, split_examples, validate
+from shared.validation import Issue, SplitResult, ValidationOptions, ValidationReport, split_examples, validate
+from shared.validation.split import MIN_PER_SIDE, estimate_after_split
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,9 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         spec = resolve_spec(services, name, metadata)
     except SpecError as exc:
         return services.store.end(run_id, RunState.REJECTED, "invalid_spec", str(exc))
-    model_problem = check_model(services, spec.model)
-    if model_problem is not None:
-        return services.store.end(run_id, RunState.REJECTED, "model_not_fine_tunable", model_problem)
+    spec_problem = check_spec(services.aoai, spec)
+    if spec_problem is not None:
+        return services.store.end(run_id, RunState.REJECTED, spec_problem.code, spec_problem.message)
 
     try:
         validation_blob = _find_validation_blob(services, container, name, metadata)
@@ -133,6 +136,8 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         r.spec = spec
         r.source.validation_blob = validation_blob
         r.source.test_blob = test_blob
+        for code, message in spec_warnings(spec):
+            r.warn(code, message)
         if unknown:
             r.warn(
                 "unknown_metadata",
@@ -179,15 +184,37 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
 
     if report.format == "preference" and spec.method != "dpo":
         spec = spec.model_copy(update={"method": "dpo"})
+        spec_problem = check_spec(services.aoai, spec)  # DPO needs the preview api-version and a DPO model
+        if spec_problem is not None:
+            return services.store.end(run_id, RunState.REJECTED, spec_problem.code, spec_problem.message)
 
     training_source = pinned
     if held_out is not None and held_out.rest is not None:
         training = held_out.rest  # the test split's remainder: the test examples are never trained on
         training_source = services.blobs.get_blob_client(training.container, training.name)
+    split_skipped = None
     if validation_blob is None and spec.validation_split > 0:
-        staged = _stage_split(services, training_source, run_id, spec.validation_split)
+        staged, split = _stage_split(services, training_source, run_id, spec.validation_split)
         if staged is not None:
             training, validation = staged  # staging blobs are the run's own: no snapshot needed
+            if report.estimate is not None and report.tokens is not None:  # estimate what is trained on
+                report = report.model_copy(update={"estimate": estimate_after_split(
+                    report.estimate, report.tokens.billed_per_epoch, split, n_epochs=spec.hyperparameters.n_epochs
+                )})
+                document["estimate"] = report.estimate.model_dump(mode="json") if report.estimate else None
+                store.put_artifact(
+                    run_id,
+                    artifacts.VALIDATION_REPORT,
+                    json.dumps(document, indent=2),
+                    artifacts.content_type(artifacts.VALIDATION_REPORT),
+                )
+                summary = _summary(report)
+        else:
+            split_skipped = (
+                f"no validation split: holding out {spec.validation_split:g} would leave "
+                f"{split.train_examples} training and {split.valid_examples} validation examples, and every "
+                f"uploaded file needs at least {MIN_PER_SIDE}; training on all {report.examples}"
+            )
     files = RunFiles(
         training=ImportSlot(blob=training, filename=import_filename(run_id, "training")),
         validation=ImportSlot(blob=validation, filename=import_filename(run_id, "validation") if validation else None),
@@ -207,6 +234,8 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
             )
         for warning in report.warnings[:5]:
             r.warn(warning.code, _issue_text(warning))
+        if split_skipped:
+            r.warn("no_validation_split", split_skipped)
 
     record, _ = store.advance(
         run_id,
@@ -266,29 +295,6 @@ def resolve_spec(services: Services, blob_name: str, metadata: dict[str, str]) -
     return build_spec(services.settings, metadata=metadata, profile_name=name if profile else None, profile=profile)
 
 
-def check_model(services: Services, model: str) -> str | None:
-    """None when `model` can be fine-tuned here; otherwise which of the usual three causes it is."""
-    models = list(services.aoai.models.list())
-    tunable = sorted(m.id for m in models if m.capabilities.fine_tune)
-    found = next((m for m in models if m.id == model), None)
-    if found is None:
-        if ".ft-" in model:
-            return (
-                f"fine-tuned model {model!r} is not in this resource: continuous fine-tuning starts from a model "
-                "trained in the same resource (check the id, or the resource the app points at)"
-            )
-        return (
-            f"model {model!r} is not offered by this resource (wrong model id or version, or not available in "
-            f"this region). Fine-tunable models here: {', '.join(tunable) or 'none'}"
-        )
-    if not found.capabilities.fine_tune:
-        return (
-            f"model {model!r} exists in this resource but cannot be fine-tuned here. "
-            f"Fine-tunable models here: {', '.join(tunable) or 'none'}"
-        )
-    return None
-
-
 def _format_problem(report: ValidationReport, spec: RunSpec) -> str | None:
     is_completion_model = any(spec.model.startswith(m) for m in COMPLETION_MODELS)
     if report.format == "completion" and not is_completion_model:
@@ -346,6 +352,7 @@ def _validate(
     training = _hashing(training_blob.download_blob().chunks(), digest)
     validation = validation_blob.download_blob().chunks() if validation_blob is not None else None
     options = ValidationOptions(
+        allow_unknown_model=True,  # check_spec found it in the service's model list
         max_bytes=services.settings.max_file_bytes,
         price_per_million_tokens=services.settings.price_per_million_training_tokens,
         n_epochs=spec.hyperparameters.n_epochs,
@@ -398,8 +405,8 @@ def import_filename(run_id: str, kind: str) -> str:
 
 def _stage_split(
     services: Services, blob: BlobClient, run_id: str, fraction: float
-) -> tuple[BlobRef, BlobRef] | None:
-    """Split the file by hash into staging blobs. None when it is too small to spare a validation set."""
+) -> tuple[tuple[BlobRef, BlobRef] | None, SplitResult]:
+    """Split the file by hash into staging blobs; (None, result) when a side would be too small to upload."""
     staging = services.settings.staging_container
     with (
         tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as train_out,
@@ -407,12 +414,12 @@ def _stage_split(
     ):
         chunks = blob.download_blob().chunks()
         result = split_examples(chunks, train_out, valid_out, fraction=fraction)
-        if result.valid_examples == 0:
-            return None
+        if not result.usable():  # both files are uploaded: the same >= 10 rule as any validated file
+            return None, result
         names = (f"{run_id}/training.jsonl", f"{run_id}/validation.jsonl")
         for stream, blob_name in ((train_out, names[0]), (valid_out, names[1])):
             _upload(services, staging, blob_name, stream)
-    return BlobRef(container=staging, name=names[0]), BlobRef(container=staging, name=names[1])
+    return (BlobRef(container=staging, name=names[0]), BlobRef(container=staging, name=names[1])), result
 
 
 def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes]) -> None:

@@ -68,6 +68,23 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
 OTHER_METADATA = frozenset({"profile", "validation_blob", "test_blob", "submitted_by", "hdi_isfolder"})
 
 
+# The GA spec allows `suffix` up to 40 characters (FineTuningJobCreation.suffix, and the REST how-to); OpenAI's
+# API reference said 18 for years and tools built on it may cut longer names: accepted, with a warning.
+SUFFIX_ADVISED_LENGTH = 18
+
+
+def spec_warnings(spec: RunSpec) -> list[tuple[str, str]]:
+    """(code, message) for what the service accepts but may surprise: put on the run, never a rejection."""
+    out: list[tuple[str, str]] = []
+    if spec.suffix is not None and len(spec.suffix) > SUFFIX_ADVISED_LENGTH:
+        out.append((
+            "long_suffix",
+            f"suffix {spec.suffix!r} has {len(spec.suffix)} characters: Azure accepts up to 40 (GA spec), but "
+            f"OpenAI's API reference long said {SUFFIX_ADVISED_LENGTH} and tools may cut longer model names",
+        ))
+    return out
+
+
 class SpecError(ValueError):
     """The run spec is unusable; the message lists every problem and its origin."""
 

@@ -22,6 +22,8 @@ class Code(StrEnum):
     UNSUPPORTED_ENCODING = "unsupported_encoding"
     JSON_ARRAY_FILE = "json_array_file"
     TOO_FEW_EXAMPLES = "too_few_examples"
+    MODEL_NOT_KNOWN = "model_not_known"
+    METHOD_NOT_SUPPORTED = "method_not_supported"
     # line level
     INVALID_UTF8 = "invalid_utf8"
     UNEXPECTED_BOM = "unexpected_bom"
@@ -100,7 +102,9 @@ CODES: dict[Code, CodeInfo] = {
     Code.JSON_ARRAY_FILE: CodeInfo(
         "error", "line", "The file is one JSON array, not JSON Lines; `python -m shared.cli convert` rewrites it."
     ),
-    Code.TOO_FEW_EXAMPLES: CodeInfo("error", "file", "Fewer than `min_examples` (10) examples."),
+    Code.TOO_FEW_EXAMPLES: CodeInfo(
+        "error", "file", "Fewer than `min_examples` (10) examples, in the training or the validation file."
+    ),
     Code.INVALID_UTF8: CodeInfo(
         "error", "line", "Bytes that are not UTF-8 (often Latin-1 or Windows-1252); the column is given."
     ),
@@ -184,6 +188,14 @@ CODES: dict[Code, CodeInfo] = {
     ),
     Code.UNKNOWN_MODEL: CodeInfo(
         "warning", "file", "The model is not in the limits table: o200k_base and 65,536 tokens were assumed."
+    ),
+    Code.MODEL_NOT_KNOWN: CodeInfo(
+        "error",
+        "file",
+        "The model is not in the limits table (a typo?); with `allow_unknown_model` it is `unknown_model` instead.",
+    ),
+    Code.METHOD_NOT_SUPPORTED: CodeInfo(
+        "error", "file", "Preference (DPO) data for a model that DPO does not support (see the DPO model list)."
     ),
     Code.UNRECOGNIZED_KEY: CodeInfo(
         "warning", "line", "A top-level key the format does not define (ignored by the service or rejected)."

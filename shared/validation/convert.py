@@ -407,5 +407,6 @@ def convert(
             raise ConversionError("nested too deeply to convert", row or None) from None
     result = ConvertResult(input_format=fmt, written=written, skipped=skipped)
     if splitter is not None:
-        result.train_examples, result.valid_examples = splitter.finish()
+        split = splitter.finish()
+        result.train_examples, result.valid_examples = split.train_examples, split.valid_examples
     return result

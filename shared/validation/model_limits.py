@@ -49,6 +49,19 @@ _BY_LENGTH = sorted(_TABLE, key=lambda p: len(p.family), reverse=True)
 
 UNKNOWN = ModelProfile("unknown", "o200k_base", 65_536, CHAT_FORMATS, known=False)
 
+# Base models that DPO (preference data, method "dpo") supports: the DPO how-to's "model support" table
+# (fine-tuning-direct-preference-optimization.md); fine-tunes of them too ("as long as they're a supported model").
+DPO_MODELS: tuple[str, ...] = ("gpt-4o-2024-08-06", "gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14")
+
+
+def supports_dpo(model: str) -> bool:
+    """Whether `model` can be trained with DPO: a listed base model, a fine-tune `<base>.ft-...` of one, or an
+    undated family name (`gpt-4.1-mini`) with a listed version."""
+    name = model.strip().lower()
+    return any(
+        name == base or name.startswith(base + ".ft-") or base.startswith(name + "-") for base in DPO_MODELS
+    )
+
 
 def profile_for(model: str) -> ModelProfile:
     """The profile of `model`, or `UNKNOWN` (o200k_base, 65,536 tokens, chat) when no family matches."""

@@ -14,7 +14,12 @@ class ValidationOptions(BaseModel):
     max_line_bytes: int = Field(32 * MIB, gt=0, description="longer lines are skipped unread (bounds memory)")
     max_listed_errors: int = Field(100, ge=0, description="errors listed; counting goes on past it")
     max_listed_warnings: int = Field(100, ge=0, description="warnings listed; counting goes on past it")
-    min_examples: int = Field(10, ge=0)
+    min_examples: int = Field(10, ge=0, description="in every file that is uploaded: training and validation")
+    allow_unknown_model: bool = Field(
+        False,
+        description="a model missing from the limits table is a warning (the pipeline: the service's model list "
+        "has vouched for it), not an error (the CLI: nothing else can tell a typo from a model)",
+    )
     tokens_per_example_limit: int | None = Field(None, gt=0, description="overrides the model table")
     price_per_million_tokens: float | None = Field(None, ge=0, description="training price; enables `cost`")
     n_epochs: int | None = Field(None, gt=0, description="overrides the default-epochs rule")

@@ -19,6 +19,7 @@ from hashlib import blake2b
 from typing import NamedTuple, Protocol
 
 from .reading import Source, StreamFacts, iter_chunks, iter_lines
+from .report import Estimate
 
 MIN_PER_SIDE = 10
 _SCALE = float(1 << 64)
@@ -31,6 +32,37 @@ class BinaryWritable(Protocol):
 class SplitResult(NamedTuple):
     train_examples: int
     valid_examples: int
+    train_bytes: int = 0
+    valid_bytes: int = 0
+
+    def usable(self, min_examples: int = MIN_PER_SIDE) -> bool:
+        """Both sides may be uploaded: the service wants `min_examples` in *every* file, the validation one too.
+
+        The same file-level rule as the validator's `too_few_examples`; per-line rules hold on both sides already
+        (lines are copied byte for byte from a validated file).
+        """
+        return self.train_examples >= min_examples and self.valid_examples >= min_examples
+
+
+def estimate_after_split(
+    whole: Estimate, billed_per_epoch: int, result: SplitResult, *, n_epochs: int | None
+) -> Estimate:
+    """The estimate of the whole file redone for the examples actually trained on (the split's training side).
+
+    Epochs follow the default-epochs rule on the training side's examples (unless `n_epochs` is given); billed
+    tokens per epoch are the whole file's scaled by the training side's share of the bytes (the split does not
+    re-tokenize).
+    """
+    from .statistics import estimate  # numpy is imported on first use (see shared.validation)
+
+    total = result.train_bytes + result.valid_bytes
+    share = result.train_bytes / total if total else 1.0
+    return estimate(
+        result.train_examples,
+        round(billed_per_epoch * share),
+        n_epochs=n_epochs,
+        price_per_million_tokens=whole.price_per_million_tokens,
+    )
 
 
 def split_position(line: bytes) -> float:
@@ -50,6 +82,8 @@ class Splitter:
     (the test split uses b"test:", so it takes no more of the validation side than of the training side)."""
     train_written: int = 0
     valid_written: int = 0
+    train_bytes: int = 0
+    valid_bytes: int = 0
     _seq: int = 0
     # training lines nearest the boundary: max-heap on position (stored negated)
     _train_hold: list[tuple[float, int, bytes]] = field(default_factory=list)
@@ -84,8 +118,10 @@ class Splitter:
         out.write(line + b"\n")
         if valid:
             self.valid_written += 1
+            self.valid_bytes += len(line) + 1
         else:
             self.train_written += 1
+            self.train_bytes += len(line) + 1
 
     def finish(self) -> SplitResult:
         train = self.train_written + len(self._train_hold)
@@ -107,7 +143,7 @@ class Splitter:
         for _, _, line in sorted(self._valid_hold + to_valid, key=lambda x: x[1]):
             self._write(self.valid_out, line, valid=True)
         self._train_hold, self._valid_hold = [], []
-        return SplitResult(self.train_written, self.valid_written)
+        return SplitResult(self.train_written, self.valid_written, self.train_bytes, self.valid_bytes)
 
 
 def split_examples(

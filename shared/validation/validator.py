@@ -16,7 +16,7 @@ from .codes import CODES, Code
 from .duplicates import DuplicateFinder
 from .formats import CHECKERS, detect_format
 from .issues import IssueLog
-from .model_limits import DEFAULT_MODEL, ModelProfile, profile_for
+from .model_limits import DEFAULT_MODEL, DPO_MODELS, ModelProfile, profile_for, supports_dpo
 from .options import ValidationOptions
 from .plain_chat import plain_chat_line, role_overheads
 from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines
@@ -298,11 +298,12 @@ def _file_level(result: _Scan, which: Which, options: ValidationOptions, log: Is
     if result.examples == 0 and Code.JSON_ARRAY_FILE.value not in log.counts:
         log.add(Code.EMPTY_FILE, None, "the file holds no examples", which)
         return
-    if which == "training" and 0 < result.examples < options.min_examples:
+    if 0 < result.examples < options.min_examples:  # every uploaded file: the service checks each one
         log.add(
             Code.TOO_FEW_EXAMPLES,
             None,
-            f"{result.examples} examples; fine-tuning needs at least {options.min_examples}",
+            f"{result.examples} examples; fine-tuning needs at least {options.min_examples}"
+            + (" (the validation file too: the service rejects it at import)" if which == "validation" else ""),
             which,
         )
     for agg, code, text in (
@@ -394,11 +395,18 @@ def validate(
     tokenizer = Tokenizer(profile.tokenizer)
     limit = options.tokens_per_example_limit or profile.tokens_per_example_limit
     log = IssueLog(options.max_listed_errors, options.max_listed_warnings)
-    if not profile.known:
+    if not profile.known and options.allow_unknown_model:
         log.add(
             Code.UNKNOWN_MODEL,
             None,
             f"model {model!r} is not in the limits table: assumed o200k_base and {limit:,} tokens per example",
+        )
+    elif not profile.known:
+        log.add(
+            Code.MODEL_NOT_KNOWN,
+            None,
+            f"model {model!r} is not a model this validator knows (neither a base model in its table nor a "
+            f"fine-tune of one); name a base model such as {DEFAULT_MODEL}",
         )
     kwargs: dict[str, Any] = {
         "profile": profile,
@@ -409,6 +417,13 @@ def validate(
         "log": log,
     }
     train = _scan_file(training, "training", **kwargs)
+    if train.format == "preference" and profile.known and not supports_dpo(model):
+        log.add(
+            Code.METHOD_NOT_SUPPORTED,
+            None,
+            f"the file is preference (DPO) data, but {model} cannot be trained with DPO; the DPO how-to lists "
+            f"{', '.join(DPO_MODELS)} and fine-tunes of them",
+        )
     valid = None
     if validation is not None:
         valid = _scan_file(validation, "validation", reference=train.duplicates, **kwargs)

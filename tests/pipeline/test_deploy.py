@@ -128,9 +128,10 @@ def test_existing_deployment_with_same_model_is_success(driver: Driver, services
 
 
 def test_legacy_api_version_results_are_parsed(app_env: dict[str, str], services: Services, emulator: Any) -> None:
+    env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15"}
     # No trainingType: with one the job would be created with the preview api-version (it is a preview-only field).
-    env = {**app_env, "AZURE_OPENAI_API_VERSION": "2023-05-15", "DEFAULT_TRAINING_TYPE": ""}
-    legacy = Services.from_settings(settings_from_env(env), env=env)  # deployments cleaned up by `services`
+    settings = settings_from_env(env).model_copy(update={"default_training_type": ""})
+    legacy = Services.from_settings(settings, env=env)  # deployments cleaned up by `services`
     driver = Driver(legacy, emulator)
     record = _train(driver, "legacy.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "legacy"})
     assert record.state == RunState.SUCCEEDED, record.error

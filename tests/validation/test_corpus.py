@@ -376,7 +376,7 @@ CASES: list[tuple[str, bytes, dict[str, Any], bool, str, int | None]] = [
             {**preference(4), "non_preferred_output": [{"role": "assistant", "content": "Good answer 4."}]},
             make=preference,
         ),
-        {},
+        {"model": "gpt-4.1-mini-2025-04-14"},  # a DPO model (preference data on gpt-4o-mini is refused)
         True,
         "identical_preference_outputs",
         5,
@@ -441,7 +441,15 @@ CASES: list[tuple[str, bytes, dict[str, Any], bool, str, int | None]] = [
         "tokens_over_limit",
         5,
     ),
-    ("unknown-model", GOOD, {"model": "my-own-model"}, True, "unknown_model", None),
+    ("unknown-model", GOOD, {"model": "my-own-model"}, False, "model_not_known", None),
+    (
+        "unknown-model-vouched",
+        GOOD,
+        {"model": "my-own-model", "options": ValidationOptions(allow_unknown_model=True)},
+        True,
+        "unknown_model",
+        None,
+    ),
 ]
 
 
