@@ -20,7 +20,13 @@ import logging
 import time
 from typing import Any
 
-from shared.aoai import AzureOpenAIError, BadRequestError, OperationFailedError, OperationTimeoutError
+from shared.aoai import (
+    AzureOpenAIError,
+    BadRequestError,
+    DeploymentNotReadyError,
+    OperationFailedError,
+    OperationTimeoutError,
+)
 from shared.lifecycle import QUEUE_DRIVEN_STATES
 from shared.measure import check_gate, ensure_metrics
 from shared.metrics import MetricsSummary
@@ -132,9 +138,21 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
     spec = record.spec.deployment
     model = record.job.fine_tuned_model
     if spec.target == "best_checkpoint" and summary is not None and summary.best_checkpoint is not None:
+        # The checkpoints on the record are those the service lists: the last three epochs, all deployable.
         deployable = {c.id for c in sorted(record.job.checkpoints, key=lambda c: c.step_number)[-3:]}
-        if summary.best_checkpoint.id in deployable:
-            model = summary.best_checkpoint.id
+        chosen = summary.best_checkpoint
+        if chosen.id in deployable:
+            model = chosen.id
+            best_step = (summary.best_full_valid_loss_step if summary.best_checkpoint_basis == "full_valid_loss"
+                         else summary.best_valid_loss_step)
+            if best_step is not None and best_step != chosen.step_number:
+                services.store.note(
+                    record.id,
+                    "best_checkpoint_not_kept",
+                    f"the lowest {summary.best_checkpoint_basis} was at step {best_step}, whose checkpoint the "
+                    "service no longer keeps (only the last three epochs are): deploying the best of those kept, "
+                    f"step {chosen.step_number}",
+                )
         else:
             services.store.note(
                 record.id,
@@ -205,7 +223,14 @@ def _deploy(services: Services, record: RunRecord, summary: MetricsSummary | Non
         return True
 
     services.store.update(record.id, deployed_state)
-    smoke = smoke_test(services, record, name) if services.settings.smoke_test else None
+    # After ARM's Succeeded the data plane can answer DeploymentNotReady for minutes: the queue tries again
+    # later (the deployment is found Succeeded and only the smoke test is repeated); the last try records it.
+    retry = dequeue_count < services.deploy_attempts
+    try:
+        smoke = smoke_test(services, record, name, retry_not_ready=retry) if services.settings.smoke_test else None
+    except DeploymentNotReadyError as exc:
+        _note_deploy_error(services, record.id, exc.code or "DeploymentNotReady", exc.message)
+        raise DeployRetry(f"run {record.id}: deployment {name} not serving yet (try {dequeue_count})") from exc
 
     def finish(r: RunRecord) -> None:
         r.deployment.smoke_test = smoke
@@ -227,8 +252,12 @@ def _default_name(run_id: str) -> str:
     return f"ft-{run_id}"[:64]
 
 
-def smoke_test(services: Services, record: RunRecord, deployment: str) -> SmokeTest:
-    """One request to the new deployment with a prompt from the validation data (else the training data)."""
+def smoke_test(services: Services, record: RunRecord, deployment: str, *, retry_not_ready: bool = False) -> SmokeTest:
+    """One request to the new deployment with a prompt from the validation data (else the training data).
+
+    With `retry_not_ready`, a `DeploymentNotReady` answer is raised (for the queue to try again) instead of
+    being recorded as a failed smoke test.
+    """
     messages = _sample_prompt(services, record)
     prompt_text = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
     started = time.perf_counter()
@@ -238,6 +267,8 @@ def smoke_test(services: Services, record: RunRecord, deployment: str) -> SmokeT
         else:
             answer = services.aoai.chat_completions(deployment, messages, max_tokens=200).content
     except AzureOpenAIError as exc:
+        if retry_not_ready and isinstance(exc, DeploymentNotReadyError):
+            raise
         latency = int((time.perf_counter() - started) * 1000)
         return SmokeTest(prompt=str(prompt_text)[:500], status="failed", latency_ms=latency, error=str(exc)[:500])
     latency = int((time.perf_counter() - started) * 1000)

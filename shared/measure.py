@@ -22,10 +22,13 @@ def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | No
     if record.metrics is not None:
         return record.metrics
     store = services.store
-    if not record.job.result_files:
+    result_files = list(record.job.result_files)
+    if not result_files and record.job.id:  # the timer waited a while for it: look once more
+        result_files = list(services.aoai.jobs.get(record.job.id).result_files or [])
+    if not result_files:
         store.note(record.id, "no_results_file", "the job has no result file: no metrics")
         return None
-    data = services.aoai.files.content(record.job.result_files[0])
+    data = services.aoai.files.content(result_files[0])
     store.put_artifact(record.id, artifacts.RESULTS, data, artifacts.content_type(artifacts.RESULTS))
     try:
         table = parse_results(data)

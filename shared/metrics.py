@@ -32,6 +32,7 @@ not a number.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
@@ -342,9 +343,11 @@ def summarize(
 ) -> MetricsSummary:
     """Sum up a parsed results file, with what the job itself says (`checkpoints`, `trained_tokens`, times).
 
-    * `best_checkpoint`: the checkpoint whose `step_number` equals the step of the best `full_valid_loss`
-      (or, with no full validation loss in the file, of the best `valid_loss`; `best_checkpoint_basis` says
-      which), else the nearest checkpoint after that step; None when there is none at or after it.
+    * `best_checkpoint`: among the checkpoints given (the service lists only the last three epochs), the one
+      with the lowest `full_valid_loss` at its step (or, with no full validation loss in the file, the lowest
+      `valid_loss`; `best_checkpoint_basis` says which); when no checkpoint's step has a value, the nearest
+      checkpoint at or after the best step; None when there is none. It differs from the best step
+      (`best_full_valid_loss_step`) when the best epoch's checkpoint is no longer kept.
     * `tokens_billed`: `trained_tokens` from the job; for a legacy file without it, the last `elapsed_tokens`.
     * `duration_seconds`: `finished_at - started_at` (datetimes, or unix seconds as the job object has them);
       None when either is missing or the difference is negative.
@@ -364,7 +367,13 @@ def summarize(
         basis, best_step = "full_valid_loss", best_full[0]
     elif best_valid is not None:
         basis, best_step = "valid_loss", best_valid[0]
-    best_checkpoint = _checkpoint_at_or_after(best_step, checkpoints) if best_step is not None else None
+    checkpoints = list(checkpoints)
+    best_checkpoint = None
+    if basis is not None:
+        best_checkpoint = _best_kept_checkpoint(full_valid_loss if basis == "full_valid_loss" else valid_loss,
+                                                checkpoints)
+    if best_checkpoint is None and best_step is not None:
+        best_checkpoint = _checkpoint_at_or_after(best_step, checkpoints)
 
     tokens = trained_tokens
     if tokens is None and table.columns == "legacy":
@@ -498,6 +507,27 @@ def _best(series: Sequence[tuple[int, float]], *, lowest: bool) -> tuple[int, fl
     pick = min if lowest else max
     value = pick(v for _, v in series)
     return next(p for p in series if p[1] == value)
+
+
+def _best_kept_checkpoint(
+    series: list[tuple[int, float]], checkpoints: Iterable[CheckpointLike | Mapping[str, Any]]
+) -> CheckpointRef | None:
+    """The checkpoint with the lowest loss at its own step, among the checkpoints the service lists.
+
+    The service keeps only the last three epochs (the final one is the model itself), so the best step of the
+    whole run may have no checkpoint any more: the choice is made among those that exist. A checkpoint is scored
+    by the last evaluation at or before its step; None when no listed checkpoint has one.
+    """
+    points = sorted(series)
+    steps = [step for step, _ in points]
+    scored = []
+    for ref in map(_checkpoint_ref, checkpoints):
+        i = bisect.bisect_right(steps, ref.step_number)  # the last evaluation at or before the checkpoint
+        if i:
+            scored.append((points[i - 1][1], ref.step_number, ref))
+    if not scored:
+        return None
+    return min(scored, key=lambda t: (t[0], t[1]))[2]
 
 
 def _checkpoint_at_or_after(

@@ -98,7 +98,11 @@ def follow_job(services: Services, record: RunRecord, job: FineTuningJob | None 
     if new_events:
         events_total = merge_events(services, record.id, new_events)
     checkpoints: list[CheckpointInfo] = []
-    if state == "succeeded":
+    # "Job succeeded." comes minutes before the results file: measuring now would find no metrics. The timer
+    # looks again on its next tick (a succeeded job is always followed), for RESULTS_FILE_WAIT at most.
+    results_pending = state == "succeeded" and not job.result_files and not _results_wait_over(job)
+    handed_over = state == "succeeded" and not results_pending
+    if handed_over:
         checkpoints = [
             CheckpointInfo(
                 id=c.id,
@@ -138,7 +142,10 @@ def follow_job(services: Services, record: RunRecord, job: FineTuningJob | None 
                     f"job {job.id} has been queued for {waited.total_seconds() / 60:.0f} minutes "
                     "(a resource runs 1 job at a time and queues 20): check for jobs ahead of it",
                 )
-        if state == "succeeded":
+        if results_pending and not any(w.code == "results_file_pending" for w in r.warnings):
+            r.warn("results_file_pending", f"job {job.id} read succeeded before its results file existed: measuring "
+                   f"waits for the file (it follows 'Job succeeded.'; at most {RESULTS_FILE_WAIT})")
+        if handed_over:
             r.job.checkpoints = checkpoints
             r.deployment.queued_at = utcnow()
             r.transition(RunState.SUCCEEDED, f"model {job.fine_tuned_model}; deploy message queued")
@@ -155,7 +162,16 @@ def follow_job(services: Services, record: RunRecord, job: FineTuningJob | None 
         return r.model_dump_json() != before
 
     services.store.update(record.id, mutate)
-    return state
+    return "results_pending" if results_pending else state
+
+
+RESULTS_FILE_WAIT = timedelta(hours=1)
+"""How long a succeeded job may go without its results file before the run is measured without it."""
+
+
+def _results_wait_over(job: FineTuningJob) -> bool:
+    finished = _dt(job.finished_at) or _dt(job.created_at)
+    return finished is not None and utcnow() - finished > RESULTS_FILE_WAIT
 
 
 def queue_deploy(services: Services, run_id: str, *, delay_seconds: int = 0) -> None:

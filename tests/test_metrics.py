@@ -309,3 +309,12 @@ def test_summary_round_trips_through_json() -> None:
     assert payload["overfitting"] is True
     assert payload["best_checkpoint"]["step_number"] == 10
     assert MetricsSummary.model_validate(payload) == summary
+
+
+def test_best_checkpoint_is_the_best_of_those_kept_not_the_one_after_the_best_step() -> None:
+    """The service keeps the last three epochs: when the best epoch is older, pick the best that still exists."""
+    text = "step,train_loss,full_valid_loss\n10,1.0,1.00\n20,0.8,1.50\n30,0.6,1.20\n40,0.5,1.30\n"
+    summary = summarize(parse_results(text), checkpoints=checkpoints(20, 30, 40))
+    assert summary.best_full_valid_loss_step == 10  # no checkpoint any more
+    assert summary.best_checkpoint is not None and summary.best_checkpoint.step_number == 30  # not 20 (next after)
+    assert summary.best_checkpoint_basis == "full_valid_loss"

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from shared.aoai import AzureOpenAIClient
+from shared.deploy import DeployRetry, handle_deploy_message
 from shared.epochs import default_epochs
 from shared.models_check import check_spec
 from shared.runs import RunSpec, RunState
@@ -129,3 +132,59 @@ def test_continuous_fine_tuning_from_this_resources_model_passes_the_check(drive
     assert check_spec(services.aoai, RunSpec(model=parent)) is None
     foreign = check_spec(services.aoai, RunSpec(model="gpt-4o-mini-2024-07-18.ft-" + "0" * 32))
     assert foreign is not None and "not in this resource" in foreign.message
+
+
+def test_a_succeeded_job_without_its_results_file_is_measured_only_once_it_exists(
+    driver: Driver, services: Services, emulator: Any
+) -> None:
+    """Real event streams show "Job succeeded." minutes before the results file: wait, never gate too early."""
+    emulator.configure(results_seconds=40.0)  # x time scale 0.25: 10 s of the emulator's clock
+    name = driver.drop("late.jsonl", chat_lines(40), {"deploy": "false", "gate_max_train_loss": "10"})
+    record = driver.blob_event(name)
+    assert record is not None
+    waiting = driver.run(record.id, until=lambda r: r.job.status == "succeeded" or r.terminal, deploy=False)
+    assert waiting.state == RunState.TRAINING and waiting.job.result_files == []  # succeeded, no file yet
+    assert any(w.code == "results_file_pending" for w in waiting.warnings)
+    record = driver.run(record.id)
+    assert record.state == RunState.TRAINED, record.error
+    assert record.metrics is not None and record.metrics.final_train_loss is not None
+    assert record.gate is not None and record.gate.passed, record.gate
+    assert not any(w.code == "no_results_file" for w in record.warnings)
+    assert record.job.trained_tokens and record.metrics.tokens_billed == record.job.trained_tokens
+
+
+def test_deployment_not_ready_is_retried_through_the_queue(driver: Driver, services: Services,
+                                                           emulator: Any) -> None:
+    emulator.configure(not_ready_seconds=40.0)  # x 0.25: 10 s of the emulator's clock after ARM's Succeeded
+    name = driver.drop("ready.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "not-ready"})
+    record = driver.blob_event(name)
+    assert record is not None
+    record = driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED or r.terminal, deploy=False)
+    body = json.dumps({"run_id": record.id})
+    path = "/openai/deployments/not-ready/chat/completions"
+    before = emulator.log_text().count(path)
+    with pytest.raises(DeployRetry):  # ARM said Succeeded; the data plane answered DeploymentNotReady
+        handle_deploy_message(services, body, 1)
+    during = services.store.get(record.id)
+    assert during.state == RunState.DEPLOYING and during.deployment.provisioning_state == "Succeeded"
+    assert during.deployment.last_error is not None and during.deployment.last_error.code == "DeploymentNotReady"
+    assert during.deployment.smoke_test is None
+    emulator.advance_clock(15)
+    done = handle_deploy_message(services, body, 2)
+    assert done is not None and done.state == RunState.DEPLOYED, done.error
+    assert done.deployment.smoke_test is not None and done.deployment.smoke_test.status == "passed"
+    assert emulator.log_text().count(path) - before == 2
+    assert done.deployment.attempts == 2 and not any(w.code == "smoke_test_failed" for w in done.warnings)
+
+
+def test_best_checkpoint_is_chosen_among_those_the_service_keeps(driver: Driver, services: Services) -> None:
+    name = driver.drop("best.jsonl", chat_lines(40), {"deployment_target": "best_checkpoint", "n_epochs": "5",
+                                                      "deployment_name": "best-kept"})
+    record = driver.blob_event(name)
+    assert record is not None
+    record = driver.run(record.id)
+    assert record.state == RunState.DEPLOYED, record.error
+    kept = {c.id for c in record.job.checkpoints}
+    assert len(kept) == 3  # five epochs trained, the last three kept
+    assert record.metrics is not None and record.metrics.best_checkpoint is not None
+    assert record.metrics.best_checkpoint.id in kept and record.deployment.model in kept
