@@ -7,7 +7,10 @@
   receipt is never run again, restart or not.
 - The attempt count is written before the handler runs (so a crash counts). A failure is retried on the next
   scan; after ``maxDequeueCount`` (5) failures a message goes to ``webjobs-blobtrigger-poison``.
-- ``source="EventGrid"`` is served by the same polling: locally there is no Event Grid subscription.
+- ``source="EventGrid"`` is served by the same polling unless ``DEVHOST_EVENT_GRID=true``: then nothing is
+  polled and the function runs on ``Microsoft.Storage.BlobCreated`` events POSTed to the host's blobs
+  extension endpoint (:mod:`devhost.eventgrid`), as on Flex Consumption; ``python -m devhost.eventgrid_publisher``
+  turns Azurite blob writes into such events.
 
 At-least-once, like the host: a devhost killed mid-invocation leaves an Incomplete receipt that is retried
 once its lease runs out.
@@ -34,6 +37,12 @@ from devhost.runtime import Runtime
 log = logging.getLogger("devhost")
 
 POISON_QUEUE = "webjobs-blobtrigger-poison"
+EVENT_GRID_SETTING = "DEVHOST_EVENT_GRID"
+
+
+def event_grid_mode(env: Any) -> bool:
+    """Whether `source="EventGrid"` blob triggers run on events (``DEVHOST_EVENT_GRID=true``) instead of polling."""
+    return str(env.get(EVENT_GRID_SETTING, "")).lower() in ("1", "true", "yes")
 DONE_STATUSES = ("Complete", "Poisoned", "Superseded")
 
 
@@ -82,17 +91,45 @@ class BlobTriggerListener:
         self.hosts = rt.host_storage().blob_service_client().get_container_client(HOSTS_CONTAINER)
         self.done: set[tuple[str, str]] = set()
         self.source = spec.trigger.get("source") or "LogsAndContainerScan"
+        self.event_driven = self.source == "EventGrid" and event_grid_mode(rt.env)
         self._missing_logged = False
-        self.thread = threading.Thread(target=self.run, name=f"blob-{spec.name}", daemon=True)
+        target = self.rt.stop.wait if self.event_driven else self.run
+        self.thread = threading.Thread(target=target, name=f"blob-{spec.name}", daemon=True)
 
     def describe(self) -> str:
-        return f"{self.spec.name} <- blob {self.container_name}/{self.prefix}* (source={self.source}, polled)"
+        how = "Event Grid events at /runtime/webhooks/blobs" if self.event_driven else "polled"
+        return f"{self.spec.name} <- blob {self.container_name}/{self.prefix}* (source={self.source}, {how})"
 
     def start(self) -> None:
         ensure_container(self.hosts)
-        if self.source == "EventGrid":
-            log.info("function %s: source=EventGrid is served by polling locally (no Event Grid here)", self.spec.name)
+        if self.source == "EventGrid" and not self.event_driven:
+            log.info("function %s: source=EventGrid is served by polling locally (DEVHOST_EVENT_GRID=true for "
+                     "events)", self.spec.name)
         self.thread.start()
+
+    def handle_event(self, blob_name: str, etag: str) -> str:
+        """Run the function for the blob version a BlobCreated event names; retried like a queue message.
+
+        An event for a version that is no longer current is skipped (the content it announced is gone), as is
+        one whose version already has a Complete receipt (a duplicate delivery).
+        """
+        match = self.regex.match(blob_name) if blob_name.startswith(self.prefix) else None
+        if match is None:
+            return "not matched by the path"
+        try:
+            props = self.container.get_blob_client(blob_name).get_blob_properties()
+        except ResourceNotFoundError:
+            return "blob gone"
+        current = '"' + str(props.etag).strip('"') + '"'
+        if current != etag:
+            return f"superseded (the blob is now {current})"
+        for attempt in range(self.rt.host.max_dequeue_count):
+            self.process(props, etag, match.groupdict())
+            if (blob_name, etag) in self.done:
+                return "done"
+            if self.rt.stop.wait(min(30.0, 0.5 * 2**attempt)):  # the queue's visibility timeout between tries
+                return "stopping"
+        return "not finished (another host holds it, or it was poisoned)"
 
     def run(self) -> None:
         while not self.rt.stop.is_set():

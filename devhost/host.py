@@ -16,6 +16,7 @@ from typing import Any
 
 from devhost.blob_trigger import BlobTriggerListener
 from devhost.config import ConfigError, HostConfig, default_host_id, load_local_settings
+from devhost.eventgrid import EventGridEndpoint
 from devhost.functions import FunctionSpec, Invoker, discover, load_app
 from devhost.http_trigger import SOCKET_TIMEOUT_SECONDS, HttpListener
 from devhost.queue_trigger import QueueTriggerListener
@@ -63,6 +64,7 @@ class DevHost:
         self.specs: list[FunctionSpec] = []
         self.listeners: list[Any] = []
         self.http: HttpListener | None = None
+        self.webhooks: EventGridEndpoint | None = None
 
     def start(self) -> str:
         app = load_app(self.args.app, self.app_dir)
@@ -76,8 +78,15 @@ class DevHost:
             elif spec.kind == "timer":
                 self.listeners.append(TimerTriggerListener(spec, self.rt))
         http_specs = [s for s in self.specs if s.kind == "http"]
-        if http_specs:
+        event_driven = [x for x in self.listeners if isinstance(x, BlobTriggerListener) and x.event_driven]
+        if http_specs or event_driven:
             self.http = self._make_http(http_specs)
+        if event_driven and self.http is not None:
+            keys = [os.environ.get("DEVHOST_BLOBS_EXTENSION_KEY", ""), self.http.master_key]
+            self.webhooks = EventGridEndpoint(keys)
+            for listener in event_driven:
+                self.webhooks.register(listener.spec.function_id, listener)
+            self.http.webhooks = self.webhooks
         for listener in self.listeners:
             listener.start()
             log.info("listening: %s", listener.describe())
@@ -87,6 +96,9 @@ class DevHost:
             for line in self.http.describe():
                 log.info("listening: %s", line)
             http_part = f"{kinds['http']} at {self.http.base_url}"
+            if self.webhooks is not None:
+                log.info("listening: Event Grid blob events at http://127.0.0.1:%d/runtime/webhooks/blobs",
+                         self.http.port)
         return (
             f"devhost ready: {len(self.specs)} functions (blob: {kinds['blob']}, queue: {kinds['queue']}, "
             f"timer: {kinds['timer']}, http: {http_part}) host-id={self.host_id}"
@@ -118,6 +130,8 @@ class DevHost:
         while any(q.inflight for q in queues) and time.monotonic() < deadline:
             time.sleep(0.05)
         drained = not any(q.inflight for q in queues) and not any(x.thread.is_alive() for x in self.listeners)
+        if self.webhooks is not None:
+            self.webhooks.close()
         self.invoker.close()
         return drained
 

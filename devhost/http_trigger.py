@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
+from devhost.eventgrid import PATH as WEBHOOK_PATH
+from devhost.eventgrid import EventGridEndpoint
 from devhost.functions import FunctionSpec
 from devhost.runtime import Runtime
 from shared.aoai.redact import scrub_text
@@ -99,6 +101,7 @@ class HttpListener:
                 methods={str(m).upper() for m in methods} if methods else None,
                 auth_level=str(spec.trigger.get("authLevel") or "function").lower(),
             ))
+        self.webhooks: EventGridEndpoint | None = None  # the blobs extension's Event Grid endpoint, when served
         self.server = ThreadingHTTPServer((bind, port), self._handler_class())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
@@ -164,6 +167,9 @@ class HttpListener:
                     return
                 split = urlsplit(self.path)
                 query = dict(parse_qsl(split.query, keep_blank_values=True))
+                if listener.webhooks is not None and split.path.rstrip("/").lower() == WEBHOOK_PATH:
+                    self._webhook(listener.webhooks, query)
+                    return
                 found = listener.match(self.command.upper(), split.path)
                 if found is None:
                     self._refuse(404, "")
@@ -205,6 +211,16 @@ class HttpListener:
                     log.error("function %s returned %s, not an HttpResponse: 500", route.spec.name,
                               type(result).__name__)
                     self._reply(500, b"", {})
+
+            def _webhook(self, endpoint: EventGridEndpoint, query: dict[str, str]) -> None:
+                try:
+                    body = self._body()
+                except _BadRequest as exc:
+                    self._refuse(exc.status, str(exc))
+                    return
+                status, headers, data = endpoint.handle(self.command.upper(), query, self.headers, body)
+                log.info("http %s %s -> %s (event grid)", self.command, WEBHOOK_PATH, status)
+                self._reply(status, data, headers)
 
             def _body(self) -> bytes:
                 """The request body: by Content-Length or chunked, at most max_request_bytes."""

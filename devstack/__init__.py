@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -94,6 +95,8 @@ class Stack:
         extra_settings: Mapping[str, str] | None = None,
         with_devhost: bool = True,
         fresh: bool = True,
+        event_grid: bool = False,
+        event_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir or REPO / ".stack"
         self.emulator_args = emulator_args
@@ -109,6 +112,11 @@ class Stack:
         self.function_key = secrets.token_hex(16)
         self.settings_env: dict[str, str] = {}
         self._extra_devhosts: list[subprocess.Popen[bytes]] = []
+        # The production trigger path: the blob trigger on Event Grid events, published from Azurite's writes.
+        self.event_grid = event_grid
+        self.event_options = dict(event_options or {})
+        self.publisher: Any = None
+        self.http_port = 0
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +168,7 @@ class Stack:
             "AZURE_OPENAI_API_KEY": self.api_key,
             "AZURE_MANAGEMENT_ENDPOINT": self.emulator_url,
             "DEVHOST_FUNCTION_KEY": self.function_key,
+            **({"BLOB_TRIGGER_SOURCE": "EventGrid", "DEVHOST_EVENT_GRID": "true"} if self.event_grid else {}),
             **self.extra_settings,
         }
         if "TIKTOKEN_CACHE_DIR" in env:
@@ -168,6 +177,24 @@ class Stack:
         settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": self.settings_env}, indent=2))
         if self.with_devhost:
             self.start_devhost(env)
+            if self.event_grid:
+                self.start_publisher()
+
+    def start_publisher(self) -> Any:
+        """Azurite's blob writes in the drop container -> BlobCreated events to the first devhost's endpoint."""
+        from azure.storage.blob import ContainerClient
+
+        from devhost.eventgrid_publisher import BlobEventPublisher
+
+        assert self.azurite is not None and self.http_port
+        drop = self.settings_env.get("DROP_CONTAINER") or "training-data"
+        container = ContainerClient.from_connection_string(self.azurite.connection_string, drop)
+        if not container.exists():
+            container.create_container()
+        endpoint = (f"http://{HOST}:{self.http_port}/runtime/webhooks/blobs"
+                    f"?functionName=Host.Functions.ingest_dropped_file&code={self.function_key}")
+        self.publisher = BlobEventPublisher(container, endpoint, **self.event_options).start()
+        return self.publisher
 
     def start_devhost(self, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start (another) devhost process on this stack; several may run at once (scale-out)."""
@@ -196,6 +223,7 @@ class Stack:
         _wait_http(f"http://{HOST}:{http_port}/", 60, proc, log, any_status=True)
         if self.devhost is None:
             self.devhost = proc
+            self.http_port = http_port
             self.http_url = f"http://{HOST}:{http_port}/api"
         else:
             self._extra_devhosts.append(proc)
@@ -207,6 +235,9 @@ class Stack:
         return f"{self.http_url}/dashboard?code={self.function_key}"
 
     def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher = None
         for proc in [*self._extra_devhosts, self.devhost, self.emulator]:
             _stop(proc)
         self._extra_devhosts = []
