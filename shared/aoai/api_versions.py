@@ -33,11 +33,13 @@ __all__ = [
     "LEGACY",
     "PREVIEW",
     "PREVIEW_SETTING",
+    "GA_FILE_PURPOSES",
     "Feature",
     "UnsupportedFeatureError",
     "arm_version_for_sku",
     "choose",
     "is_preview",
+    "purpose_features",
     "supports",
 ]
 
@@ -65,6 +67,17 @@ class Feature(StrEnum):
     """``method`` on a job create (any type; supervised jobs at GA send top-level ``hyperparameters``)."""
     INTEGRATIONS = "integrations"
     PAUSE_RESUME = "pause/resume"
+    FILE_PURPOSE = "file purpose"
+    """A file purpose the GA upload enum lacks (e.g. ``evals``, for the preview's Evaluations API)."""
+
+
+GA_FILE_PURPOSES = frozenset({"fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch"})
+"""The GA spec's upload purposes (``Files_Upload`` ``purpose`` enum, stable/2024-10-21)."""
+
+
+def purpose_features(purpose: str) -> list[Feature]:
+    """What a file upload/import of ``purpose`` needs beyond GA."""
+    return [] if purpose in GA_FILE_PURPOSES else [Feature.FILE_PURPOSE]
 
 
 _PREVIEW_ONLY = frozenset(Feature)

@@ -51,7 +51,8 @@ class Files:
         Non-idempotent: an ambiguous failure must be reconciled with :meth:`find_by_filename`.
         """
         body = {"purpose": purpose, "filename": filename, "content_url": content_url}
-        response = self._c._send("POST", "files/import", params=self._c._version, json=body, idempotent=False)
+        params = self._purpose_version(purpose)
+        response = self._c._send("POST", "files/import", params=params, json=body, idempotent=False)
         return self._c._parse(FileObject, response)
 
     def upload(self, filename: str, data: bytes | IO[bytes], purpose: str = "fine-tune") -> FileObject:
@@ -59,12 +60,21 @@ class Files:
         response = self._c._send(
             "POST",
             "files",
-            params=self._c._version,
+            params=self._purpose_version(purpose),
             data={"purpose": purpose},
             files={"file": (filename, data, "application/octet-stream")},
             idempotent=False,
         )
         return self._c._parse(FileObject, response)
+
+    def _purpose_version(self, purpose: str) -> dict[str, str]:
+        """GA for the GA spec's purposes; a purpose it lacks (``evals``) goes with the preview api-version."""
+        version = api_versions.choose(
+            api_versions.purpose_features(purpose),
+            api_version=self._c.api_version,
+            preview_api_version=self._c.preview_api_version,
+        )
+        return {"api-version": version}
 
     def get(self, file_id: str) -> FileObject:
         return self._c._parse(FileObject, self._c._send("GET", f"files/{seg(file_id)}", params=self._c._version))

@@ -151,3 +151,12 @@ def test_developer_tier_put_uses_the_preview_arm_version_and_source_account(make
     standard, standard_script = make_arm(jresp(200, deployment))
     standard.begin_create_or_update("d", model_name="m.ft-1")
     assert standard_script.requests[0].url.params["api-version"] == "2025-09-01"
+
+
+def test_a_purpose_the_ga_spec_lacks_goes_with_the_preview(make_client: MakeClient) -> None:
+    file = {"id": "file-1", "object": "file", "status": "pending", "filename": "t.jsonl", "purpose": "evals"}
+    client, script = make_client(jresp(201, file))
+    client.files.import_from_url("t.jsonl", "https://a.blob.core.windows.net/c/t.jsonl?sig=x", purpose="evals")
+    client.files.import_from_url("t.jsonl", "https://a.blob.core.windows.net/c/t.jsonl?sig=x")
+    client.files.upload("t.jsonl", b"{}", purpose="batch")
+    assert [r.url.params["api-version"] for r in script.requests] == [PREVIEW, GA, GA]
