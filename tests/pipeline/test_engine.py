@@ -31,7 +31,9 @@ class RequestLog:
 
     def count(self, method: str, path: str) -> int:
         lines = self.emulator.log_text().splitlines()[self.start :]
-        return sum(1 for line in lines if f" {method} {path} " in f" {line} " and " 2" in line.split(path, 1)[-1])
+        # "<method> <path> <status> <duration>ms": the status, not the duration, must start with 2
+        return sum(1 for line in lines if f" {method} {path} " in f" {line} "
+                   and (line.split(path, 1)[-1].split() or [""])[0].startswith("2"))
 
 
 def _files_of(services: Services, run_id: str) -> list[Any]:
