@@ -64,7 +64,8 @@ def test_control_plane_faults_use_the_arm_envelope(emulator: EmulatorProcess) ->
 
 def test_dropped_connection(emulator: EmulatorProcess) -> None:
     emulator.inject_fault("POST", "/openai/fine_tuning/jobs", "drop", count=1)
-    with pytest.raises(httpx.RemoteProtocolError):
+    # The server closes without answering: seen as a protocol error or, when the close races the read, a reset.
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         httpx.post(f"{emulator.base_url}/openai/fine_tuning/jobs", params={"api-version": GA},
                    headers={"api-key": emulator.api_key or ""}, json={"model": "x", "training_file": "y"})
     after = httpx.post(f"{emulator.base_url}/openai/fine_tuning/jobs", params={"api-version": GA},
@@ -74,13 +75,13 @@ def test_dropped_connection(emulator: EmulatorProcess) -> None:
 
 
 def test_added_latency(emulator: EmulatorProcess) -> None:
-    emulator.inject_fault("GET", "/openai/models", "latency", latency_ms=400, count=1)
+    rule = emulator.inject_fault("GET", "/openai/models", "latency", latency_ms=400, count=1)
     started = time.monotonic()
     assert _models(emulator).status_code == 200
-    assert time.monotonic() - started >= 0.4
-    started = time.monotonic()
-    _models(emulator)
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started >= 0.4  # a lower bound only: a slow machine can only make it longer
+    assert _models(emulator).status_code == 200
+    fired = next(r for r in emulator.faults() if r["id"] == rule["id"])
+    assert fired["fired"] == 1  # the second request was not delayed (counted, not timed)
 
 
 def test_rate_is_a_seeded_fraction(emulator: EmulatorProcess) -> None:
