@@ -172,14 +172,15 @@ _MATCHERS_KEPT = 16
 
 
 def _training_files(state: State, job: dict[str, Any]) -> list[str]:
-    """Training files of a model and of the models it continues (its own first); files since deleted are left out."""
+    """Training files of a model and of the models it continues (its own first). A model keeps what it learned
+    when its training file is deleted afterwards (the state keeps the content of a file a job trained on)."""
     files: list[str] = []
     seen: set[str] = set()
     current: dict[str, Any] | None = job
     while current is not None and current["id"] not in seen:
         seen.add(current["id"])
         file_id = current["training_file"]
-        if state.files.get(file_id) is not None and state.contents.get(file_id) is not None:
+        if state.contents.get(file_id) is not None:
             files.append(file_id)
         current = state.jobs.get(current["parent_model"]) if current.get("parent_model") else None
     return files
@@ -194,7 +195,7 @@ def _matcher(state: State, job: dict[str, Any]) -> Matcher:
         return matcher
     examples: list[tuple[list[str], str]] = []
     for file_id in key:
-        fmt = state.files[file_id]["validation"]["format"]
+        fmt = next(j["plan"]["format"] for j in state.jobs.values() if j["training_file"] == file_id)
         examples += [user_turns(e, fmt) for e in datafiles.read_examples(state.contents[file_id])]
     matcher = _MATCHERS[key] = Matcher(examples)
     while len(_MATCHERS) > _MATCHERS_KEPT:

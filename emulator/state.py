@@ -79,7 +79,7 @@ class State:
         self.scenarios = data.get("scenarios", [])
         self.quota_capacity = data.get("quota_capacity", self.quota_capacity)
         self.require_training_type = data.get("require_training_type", self.require_training_type)
-        for file_id in self.files:
+        for file_id in set(self.files) | {j["training_file"] for j in self.jobs.values()}:
             blob = self._dir / "files" / file_id
             if blob.exists():
                 self.contents[file_id] = blob.read_bytes()
@@ -222,6 +222,9 @@ class State:
 
     def delete_file(self, file_id: str) -> None:
         self.files.pop(file_id, None)
+        if any(j["training_file"] == file_id for j in self.jobs.values()):
+            self.save()  # a model keeps what it learned: inference still matches against this content
+            return
         self.contents.pop(file_id, None)
         if self._dir:
             blob = self._dir / "files" / file_id

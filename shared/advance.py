@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from shared import admission
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobState, NotFoundError
 from shared.imports import ensure_imports, follow_imports
 from shared.lifecycle import QUEUE_DRIVEN_STATES, rule
@@ -59,6 +60,8 @@ def tick(services: Services) -> TickReport:
     started = time.perf_counter()
     runs = services.store.active_runs()
     report = TickReport(runs=len(runs))
+    admitted = _admit(services, runs)
+    report.outcomes["admitted"] += admitted
     if runs:
         with ThreadPoolExecutor(max_workers=min(services.settings.tick_concurrency, len(runs))) as pool:
             for outcome in pool.map(lambda run: in_run(run.run_id, run.job_id, _step_safely, services, run), runs):
@@ -67,6 +70,21 @@ def tick(services: Services) -> TickReport:
     level = logging.INFO if report.runs else logging.DEBUG
     log.log(level, "tick: %s", json.dumps(report.as_dict()))
     return report
+
+
+def _admit(services: Services, runs: list[ActiveRun]) -> int:
+    """Admission (shared/admission.py): one listing of the resource per tick, then waiting runs that have room
+    move to `importing` (and are stepped below, in the same tick)."""
+    try:
+        admitted = admission.admit(services, runs)
+    except AzureOpenAIError as exc:
+        log.warning("admission: listing the resource failed, retried next tick: %s", exc)
+        return 0
+    moved = 0
+    for run_id in admitted:
+        _, ok = services.store.advance(run_id, (RunState.WAITING,), RunState.IMPORTING, "admitted: there is room")
+        moved += ok
+    return moved
 
 
 def _step_safely(services: Services, run: ActiveRun) -> str:
@@ -123,6 +141,8 @@ def step(services: Services, run_id: str, *, job: FineTuningJob | None = None) -
         return _end_at_deadline(services, record)
     if record.state in (RunState.RECEIVED, RunState.VALIDATING):
         return "ingesting"  # the blob trigger's (its retries, then the deadline above)
+    if record.state == RunState.WAITING:
+        return "waiting"  # admitted (or not) at the start of the tick
     if record.state == RunState.IMPORTING:
         return _step_importing(services, record)
     if record.state == RunState.TRAINING:
@@ -187,6 +207,8 @@ def _end_at_deadline(services: Services, record: RunRecord) -> str:
     r = rule(record.state)
     last = record.last_attempt
     reason = f"last attempt: [{last.code}] {last.message}" if last else "no attempt recorded an error"
+    if record.state == RunState.WAITING and record.waiting is not None:
+        reason = f"it waited for: {record.waiting.reason}"
     message = f"still {record.state.value} after {r.deadline}: {r.at_deadline}. {reason}"
     if record.state == RunState.RECEIVED or record.state == RunState.VALIDATING:
         message += ". Drop the file again to retry."
@@ -197,7 +219,7 @@ def _end_at_deadline(services: Services, record: RunRecord) -> str:
         from shared.evaluate import candidates_at_deadline
 
         leftovers += candidates_at_deadline(record)
-    if record.state == RunState.IMPORTING:
+    if record.state in (RunState.IMPORTING, RunState.WAITING):
         leftovers += [
             _surplus("file", slot.file_id, "run ended before training")
             for _, slot in record.files.slots()

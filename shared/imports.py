@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from shared.aoai import BadRequestError, FileObject
+from shared import admission
+from shared.aoai import BadRequestError, FileObject, InsufficientQuotaError
 from shared.effects import Effect, EffectOutcome
 from shared.runs import ImportSlot, RunRecord, RunState
 from shared.sas import blob_read_url
@@ -71,6 +72,8 @@ def ensure_imports(services: Services, run_id: str) -> RunRecord:
             continue
         try:
             result = services.effects.run(run_id, import_effect(services, kind), max_hold=_max_hold(services))
+        except InsufficientQuotaError as exc:  # a limit of the resource: wait for room, never fail for it
+            return admission.back_to_waiting(services, run_id, exc.code or "quotaExceeded", exc.message, "files")
         except BadRequestError as exc:  # the service refused the import itself: it will refuse it again
             return services.store.end(run_id, RunState.FAILED, exc.code or "import_failed", exc.message)
         record = result.record

@@ -21,7 +21,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
-from shared import artifacts
+from shared import admission, artifacts
 from shared.evalspec import Evaluation
 from shared.heldout import HeldOut, hold_out_test_set
 from shared.imports import ensure_imports
@@ -237,13 +237,20 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         if split_skipped:
             r.warn("no_validation_split", split_skipped)
 
-    record, _ = store.advance(
-        run_id,
-        (RunState.VALIDATING,),
-        RunState.IMPORTING,
-        f"{report.examples} examples, format {report.format}",
-        start_importing,
-    )
+    # Admission: import now only when the resource has room and nobody waits ahead (shared/admission.py).
+    candidate = store.get(run_id).model_copy(update={"spec": spec, "files": files})
+    decision = admission.request(services, candidate, admission.need_of(services, candidate))
+    admission.log_decision(run_id, decision)
+    what = f"{report.examples} examples, format {report.format}"
+    if not decision.admitted:
+
+        def start_waiting(r: RunRecord) -> None:
+            start_importing(r)
+            r.waiting = admission.wait_info(decision)
+
+        note = f"{what}; waits for room on the resource (position {decision.position}): {decision.reason}"
+        return store.advance(run_id, (RunState.VALIDATING,), RunState.WAITING, note[:500], start_waiting)[0]
+    record, _ = store.advance(run_id, (RunState.VALIDATING,), RunState.IMPORTING, what, start_importing)
     if record.state == RunState.IMPORTING:
         ensure_imports(services, run_id)
         record = store.get(run_id)

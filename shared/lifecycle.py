@@ -1,8 +1,8 @@
 """The run lifecycle as data: every state, who drives it, where it may go, its deadline and its sweeper.
 
     received --blob--> validating --blob--> importing --timer--> training --timer--> succeeded
-        \\                  \\                                                          |
-         rejected           rejected                                        deploy queue v
+        \\                  \\     \\            ^     \\                                    |
+         rejected      rejected  `-> waiting -'      `-> waiting (a limit error)      deploy queue v
                                                                                    measuring
                                                         trained (deploy=false) <---/   |   \\---> gated
                                                                                        v
@@ -38,6 +38,8 @@ class RunState(StrEnum):
     """The file is being streamed through the validator."""
     REJECTED = "rejected"
     """Terminal: the file or the spec is unusable; the record says which line and which rule."""
+    WAITING = "waiting"
+    """Valid, waiting for room on the resource (its file or job limits); the timer admits runs in order."""
     IMPORTING = "importing"
     """Valid; the files are being imported into Azure OpenAI and processed there."""
     TRAINING = "training"
@@ -105,12 +107,19 @@ LIFECYCLE: dict[RunState, StateRule] = {
             swept=True,
         ),
         StateRule(
-            S.VALIDATING, Driver.BLOB_TRIGGER, frozenset({S.IMPORTING, S.REJECTED}) | _ENDS, timedelta(minutes=30),
+            S.VALIDATING, Driver.BLOB_TRIGGER, frozenset({S.IMPORTING, S.WAITING, S.REJECTED}) | _ENDS,
+            timedelta(minutes=30),
             "ingest_incomplete", "failed with the last attempt's reason (its blob event went to the poison queue)",
             swept=True,
         ),
         StateRule(
-            S.IMPORTING, Driver.TIMER, frozenset({S.TRAINING, S.CANCELLED}) | _ENDS, timedelta(hours=2),
+            S.WAITING, Driver.TIMER, frozenset({S.IMPORTING, S.CANCELLED}) | _ENDS, timedelta(days=7),
+            "admission_timeout", "failed with the reason it waited (the resource never had room for it); files it "
+            "had imported are deleted",
+            swept=True,
+        ),
+        StateRule(
+            S.IMPORTING, Driver.TIMER, frozenset({S.TRAINING, S.WAITING, S.CANCELLED}) | _ENDS, timedelta(hours=2),
             "import_incomplete", "failed with the last attempt's reason; imported files are deleted",
             swept=True,
         ),

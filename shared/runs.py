@@ -94,6 +94,8 @@ class RunSpec(_Model):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
     validation_split: float = Field(default=0.1, ge=0.0, lt=0.5)
+    priority: int = Field(default=0, ge=-100, le=100)
+    """Admission order among waiting runs: higher first, then first come first served."""
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     gate: GateSpec | None = None
     test_split: float = Field(default=0.0, ge=0.0, lt=0.5)
@@ -281,6 +283,15 @@ class ValidationSummary(_Model):
     first_errors: list[str] = Field(default_factory=list)
 
 
+class WaitInfo(_Model):
+    """Why a run waits for room on the resource (shared/admission.py); its live position is in the ledger."""
+
+    since: datetime
+    reason: str
+    position: int = 0
+    """Its place in the queue when it started waiting (`status` shows the current one)."""
+
+
 class RunRecord(_Model):
     """The record of one run (schema in the README)."""
 
@@ -301,6 +312,8 @@ class RunRecord(_Model):
     """The held-out evaluation's verdict (baseline vs candidate): see shared/evaluate.py."""
     eval: EvalProgress | None = None
     promotion: Promotion | None = None
+    waiting: WaitInfo | None = None
+    """Set while the run waits for room on the resource (state `waiting`); kept afterwards as the last wait."""
     leases: dict[str, Lease] = Field(default_factory=dict)
     """One per effect key (`import:training`, `job_create`, `deploy`, ...): see shared/effects.py."""
     surplus: list[SurplusObject] = Field(default_factory=list)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.names import InvalidName
-from shared.runs import RunState
+from shared.runs import RunRecord, RunState
 from shared.runstore import RunNotFound
 from shared.sas import redact_url
 from shared.services import Services
@@ -259,6 +259,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def waiting_line(services: Services, r: RunRecord) -> str:
+    """Where a waiting run stands in the admission queue, and why (the ledger's live view)."""
+    from shared.admission import place
+
+    since = r.waiting.since if r.waiting else r.entered(RunState.WAITING)
+    waited = f" since {since:%Y-%m-%d %H:%M:%S} ({_age(since)})" if since else ""
+    found = place(services, r.id)
+    if found is None:
+        return f"admitted, importing at the next tick{waited}"
+    return f"position {found.position} of {found.of}{waited}: {found.reason}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     services = services_for(args)
     try:
@@ -272,6 +284,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"run {r.id}: {r.state.value}")
     print(f"  source      {r.source.container}/{r.source.blob_name} (sha256 {(r.source.sha256 or '-')[:16]})")
+    if r.state == RunState.WAITING:
+        print(f"  waiting     {waiting_line(services, r)}")
     if r.spec:
         print(f"  model       {r.spec.model} ({r.spec.method}), suffix {r.spec.suffix or '-'}")
     if r.validation:

@@ -98,6 +98,19 @@ class Settings(BaseSettings):
         "every third of this; a dead one loses it after this. How long a lease may be held at most is derived from "
         "the client's own timeouts and retries, not set here.",
     )
+    resource_max_files: int = Field(
+        default=50, ge=1, description="Fine-tune files the Azure OpenAI resource holds at most (quotas page); lower it "
+        "to leave room for other users of the resource. Admission keeps runs within it (shared/admission.py).",
+    )
+    resource_max_file_bytes: int = Field(default=1_000_000_000, ge=1, description="Total bytes of those files (1 GB).")
+    resource_max_outstanding_jobs: int = Field(
+        default=21, ge=1, description="Jobs queued or running at once on the resource (1 running + 20 queued)."
+    )
+    resource_max_jobs: int = Field(default=100, ge=1, description="Jobs the resource holds in total (100).")
+    retention_delete_imported_files: bool = Field(
+        default=True, description="Delete a run's imported training/validation files once its job ended (the blobs "
+        "stay): frees places of the resource's 50-file quota. Each deletion is recorded on the run.",
+    )
     tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
     deploy_wait_seconds: float = Field(
         default=420.0,

@@ -6,8 +6,8 @@
   (`team-a/data.jsonl` -> profile `team-a`) when such a profile exists.
 - **Blob metadata** overrides single fields with flat keys (metadata keys must be identifiers):
   `model`, `training_type`, `method`, `n_epochs`, `batch_size`, `learning_rate_multiplier`, `dpo_beta`, `seed`,
-  `suffix`, `validation_split`, `validation_blob`, `deploy` (true/false), `deployment_name`, `deployment_sku`,
-  `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
+  `suffix`, `validation_split`, `priority`, `validation_blob`, `deploy` (true/false), `deployment_name`,
+  `deployment_sku`, `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
   `gate_max_full_valid_loss`, `gate_max_valid_loss`, `gate_max_train_loss`, `gate_min_valid_token_accuracy`,
   `gate_min_train_token_accuracy`, `gate_allow_overfitting`, `test_split`, `test_blob`, `serve_as`,
   `eval_graders` (a JSON list), `eval_min_score`, `eval_min_improvement`, `eval_regression_tolerance`,
@@ -43,6 +43,7 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "seed": ("seed",),
     "suffix": ("suffix",),
     "validation_split": ("validation_split",),
+    "priority": ("priority",),
     "deploy": ("deployment", "enabled"),
     "deployment_name": ("deployment", "name"),
     "deployment_sku": ("deployment", "sku"),

@@ -14,8 +14,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import artifacts
-from shared.aoai import BadRequestError, FineTuningJob, JobEvent
+from shared import admission, artifacts, retention
+from shared.aoai import BadRequestError, FineTuningJob, InsufficientQuotaError, JobEvent
 from shared.effects import Effect, EffectOutcome
 from shared.runs import CheckpointInfo, RunRecord, RunState, utcnow
 from shared.services import Services
@@ -76,7 +76,10 @@ def ensure_job(services: Services, run_id: str) -> str:
     """Create the run's fine-tuning job, at most once whoever calls. Returns what happened."""
     try:
         result = services.effects.run(run_id, job_effect(services), max_hold=services.aoai.worst_case_seconds())
-    except BadRequestError as exc:  # the service refused the job (bad hyperparameters, model, quota of jobs)
+    except InsufficientQuotaError as exc:  # the job limits of the resource: wait for room, never fail for it
+        admission.back_to_waiting(services, run_id, exc.code or "quotaExceeded", exc.message, "outstanding_jobs")
+        return "waiting"
+    except BadRequestError as exc:  # the service refused the job (bad hyperparameters, model)
         services.store.end(run_id, RunState.FAILED, exc.code or "job_create_rejected", exc.message)
         return "failed"
     if result.outcome in (EffectOutcome.CREATED, EffectOutcome.RECONCILED):
@@ -145,6 +148,8 @@ def follow_job(services: Services, record: RunRecord, job: FineTuningJob | None 
         if results_pending and not any(w.code == "results_file_pending" for w in r.warnings):
             r.warn("results_file_pending", f"job {job.id} read succeeded before its results file existed: measuring "
                    f"waits for the file (it follows 'Job succeeded.'; at most {RESULTS_FILE_WAIT})")
+        if job.state.is_terminal and services.settings.retention_delete_imported_files:
+            retention.release_imported_files(r, f"job {job.id} ended ({state}); the run keeps its blobs")
         if handed_over:
             r.job.checkpoints = checkpoints
             r.deployment.queued_at = utcnow()
