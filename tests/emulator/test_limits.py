@@ -83,7 +83,7 @@ def test_jobs_train_one_at_a_time_in_creation_order(limited: EmulatorProcess, cl
     training = _processed(limited, client)[0]
     jobs = [create_job(client, training).id for _ in range(3)]
     limited.advance_clock(1.0)  # past validation and the queue phase of a lone job (1.5 s at time scale 0.25)
-    statuses = [client.fine_tuning.jobs.retrieve(j).status for j in jobs]
+    statuses = [str(client.fine_tuning.jobs.retrieve(j).status) for j in jobs]
     assert statuses == ["running", "pending", "pending"], statuses
     events = [e.message for e in client.fine_tuning.jobs.list_events(jobs[1]).data]
     assert "Job enqueued. Waiting for jobs ahead to complete." in events and "Job started." not in events
@@ -93,7 +93,7 @@ def test_jobs_train_one_at_a_time_in_creation_order(limited: EmulatorProcess, cl
         limited.advance_clock(0.5)
         first_done = client.fine_tuning.jobs.retrieve(jobs[0])
     assert client.fine_tuning.jobs.retrieve(jobs[1]).status == "running"
-    assert client.fine_tuning.jobs.retrieve(jobs[2]).status == "pending"
+    assert str(client.fine_tuning.jobs.retrieve(jobs[2]).status) == "pending"
     # cancelling the running one lets the next start at once
     client.fine_tuning.jobs.cancel(jobs[1])
     assert client.fine_tuning.jobs.retrieve(jobs[2]).status == "running"

@@ -93,9 +93,8 @@ def test_runs_past_the_file_quota_wait_and_go_by_priority_then_arrival(
 
     _tick_until(driver, lambda: services.store.get(third.id).state != RunState.WAITING)
     records = {r: services.store.get(r) for r in (first.id, second.id, third.id, fourth.id)}
-    admitted_at = {r: rec.entered(RunState.IMPORTING) for r, rec in records.items()}
-    assert admitted_at[fourth.id] is not None and admitted_at[third.id] is not None
-    assert admitted_at[fourth.id] <= admitted_at[third.id]
+    fourth_in, third_in = records[fourth.id].entered(RunState.IMPORTING), records[third.id].entered(RunState.IMPORTING)
+    assert fourth_in is not None and third_in is not None and fourth_in <= third_in
     # the first two ended their jobs and their imported files were deleted (recorded), which made the room
     for r in (first.id, second.id):
         removed = [s for s in records[r].surplus if s.effect == "retention"]
