@@ -110,7 +110,7 @@ def handle_new_blob(services: Services, blob: BlobClient) -> RunRecord | None:
 def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id: str) -> RunRecord:
     name, container = blob.blob_name, blob.container_name
     store = services.store
-    metadata = dict(props.metadata or {})
+    metadata = {k.lower(): v for k, v in (props.metadata or {}).items()}  # keys match in any case
     try:
         spec = resolve_spec(services, name, metadata)
     except SpecError as exc:

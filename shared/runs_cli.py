@@ -75,6 +75,10 @@ def add_run_commands(sub: Any) -> None:
     for p in (drop, runs, status, cleanup, promote, rollback):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
+    from shared.profiles_cli import add_profile_commands
+
+    add_profile_commands(sub, [])
+
 
 def load_env(path: str | None) -> dict[str, str]:
     """os.environ plus the Values of a local.settings.json (the environment wins, as with func)."""

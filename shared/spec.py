@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.names import InvalidName, check_profile_name
 from shared.runs import RunSpec
@@ -136,13 +136,56 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_profile(name: str, data: bytes) -> dict[str, Any]:
+    """A profile document, strictly: every key must be a run-spec field at its place (nested as `RunSpec`).
+
+    A flat metadata-style key (`n_epochs`, `gate_max_full_valid_loss`) or any unknown key is a SpecError naming
+    the key and, when it is a known one misplaced, where it belongs.
+    """
     try:
         doc = json.loads(data)
     except json.JSONDecodeError as exc:
         raise SpecError(f"profile {name!r} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"profile {name!r} must be a JSON object of run-spec fields")
+    problems = unknown_keys(RunSpec, doc)
+    if problems:
+        raise SpecError(f"profile {name!r}: " + "; ".join(problems))
     return doc
+
+
+PROFILE_ONLY_BY_METADATA = frozenset({"profile"})
+"""Spec fields a profile may not set (the profile is chosen by the blob, not by itself)."""
+
+
+def unknown_keys(model: type[BaseModel], doc: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every key of `doc` that is not a field of `model` (recursively for nested models), each with a hint."""
+    problems: list[str] = []
+    for key, value in doc.items():
+        where = f"{prefix}{key}"
+        field = model.model_fields.get(key)
+        if field is None or (not prefix and key in PROFILE_ONLY_BY_METADATA):
+            problems.append(f"unknown key {where!r}" + _hint(key, prefix))
+            continue
+        nested = _model_of(field.annotation)
+        if nested is not None and isinstance(value, Mapping):
+            problems += unknown_keys(nested, value, f"{where}.")
+    return problems
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _hint(key: str, prefix: str) -> str:
+    path = METADATA_FIELDS.get(key.lower())
+    if path is not None and ".".join(path) != f"{prefix}{key}":
+        return f" (it belongs at {'.'.join(path)}: profiles nest keys as the run spec does; flat keys are for " \
+               "blob metadata)"
+    if key == "profile" and not prefix:
+        return " (the profile is chosen by blob metadata 'profile' or the blob's folder)"
+    known = ", ".join(sorted(RunSpec.model_fields)) if not prefix else "see the run spec"
+    return f" (known: {known})"
 
 
 def build_spec(

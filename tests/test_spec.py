@@ -63,3 +63,30 @@ def test_unknown_metadata_keys_are_reported_not_applied() -> None:
     doc, unknown = metadata_overrides({"Model": "x", "colour": "blue", "profile": "p"})
     assert doc == {"model": "x"}
     assert unknown == ["colour"]
+
+
+def test_a_flat_profile_is_refused_naming_each_key_and_where_it_belongs() -> None:
+    with pytest.raises(SpecError) as refused:
+        parse_profile("team-a", b'{"n_epochs": 2, "gate_max_full_valid_loss": 0.5, "suffix": "ok"}')
+    message = str(refused.value)
+    assert message.startswith("profile 'team-a': ")
+    assert "unknown key 'n_epochs' (it belongs at hyperparameters.n_epochs" in message
+    assert "unknown key 'gate_max_full_valid_loss' (it belongs at gate.max_full_valid_loss" in message
+    assert "'suffix'" not in message
+
+
+def test_unknown_nested_and_misplaced_keys_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"unknown key 'deployment.capacty'"):
+        parse_profile("p", b'{"deployment": {"capacty": 2}}')
+    with pytest.raises(SpecError, match=r"unknown key 'hyperparameters.seed'"):
+        parse_profile("p", b'{"hyperparameters": {"seed": 1}}')
+    with pytest.raises(SpecError, match=r"unknown key 'colour' \(known: .*deployment"):
+        parse_profile("p", b'{"colour": "blue"}')
+    with pytest.raises(SpecError, match=r"unknown key 'profile' \(the profile is chosen by blob metadata"):
+        parse_profile("p", b'{"profile": "other"}')
+
+
+def test_a_nested_profile_with_priority_is_accepted() -> None:
+    doc = parse_profile("p", b'{"priority": 5, "hyperparameters": {"n_epochs": 2}, "gate": {"max_train_loss": 1}}')
+    spec = build_spec(settings(), metadata={"PRIORITY": "7"}, profile_name="p", profile=doc)
+    assert spec.priority == 7 and spec.hyperparameters.n_epochs == 2
