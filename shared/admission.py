@@ -50,6 +50,8 @@ CEILING_TTL = timedelta(minutes=30)
 ADMITTABLE = frozenset({RunState.VALIDATING, RunState.WAITING})
 """States of a run that may be in the queue (the blob trigger writes the ledger before the record)."""
 RESERVING = frozenset({RunState.VALIDATING, RunState.WAITING, RunState.IMPORTING, RunState.TRAINING})
+LIMITED_KINDS = frozenset({"training", "validation"})
+"""Files under the resource's fine-tune file limits (the test set is imported with purpose `evals`)."""
 OUTSTANDING = frozenset({"pending", "running", "pausing", "paused", "resuming"})
 
 
@@ -86,8 +88,8 @@ class Place:
 def need_of(services: Services, record: RunRecord) -> Need:
     files: list[str] = []
     size = 0
-    for _, slot in record.files.slots():
-        if not slot.wanted or slot.file_id or slot.filename is None or slot.blob is None:
+    for kind, slot in record.files.slots():
+        if kind not in LIMITED_KINDS or not slot.wanted or slot.file_id or slot.filename is None or slot.blob is None:
             continue
         files.append(slot.filename)
         client = services.blobs.get_blob_client(slot.blob.container, slot.blob.name, snapshot=slot.blob.snapshot)

@@ -21,7 +21,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
-from shared import admission, artifacts
+from shared import admission, artifacts, costs
 from shared.evalspec import Evaluation
 from shared.heldout import HeldOut, hold_out_test_set
 from shared.imports import ensure_imports
@@ -193,10 +193,14 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         training = held_out.rest  # the test split's remainder: the test examples are never trained on
         training_source = services.blobs.get_blob_client(training.container, training.name)
     split_skipped = None
+    trained_examples = report.examples
+    if held_out is not None and held_out.rest is not None:  # the test examples are not trained on
+        trained_examples -= int(held_out.report.get("examples", 0))
     if validation_blob is None and spec.validation_split > 0:
         staged, split = _stage_split(services, training_source, run_id, spec.validation_split)
         if staged is not None:
             training, validation = staged  # staging blobs are the run's own: no snapshot needed
+            trained_examples = split.train_examples
             if report.estimate is not None and report.tokens is not None:  # estimate what is trained on
                 report = report.model_copy(update={"estimate": estimate_after_split(
                     report.estimate, report.tokens.billed_per_epoch, split, n_epochs=spec.hyperparameters.n_epochs
@@ -221,7 +225,19 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
         test=ImportSlot(blob=held_out.items, filename=import_filename(run_id, "test")) if held_out else ImportSlot(),
     )
 
+    cost = _estimate_cost(services, report, spec, trained_examples)
+    too_dear = costs.over_budget(cost, spec.max_training_cost)
+    if too_dear:  # before anything is uploaded
+
+        def refuse(r: RunRecord) -> None:
+            r.spec, r.validation, r.cost = spec, summary, cost
+            r.error = RunError(code="cost_limit", message=too_dear)
+
+        return store.advance(run_id, (RunState.VALIDATING,), RunState.REJECTED, f"cost_limit: {too_dear}"[:500],
+                             refuse)[0]
+
     def start_importing(r: RunRecord) -> None:
+        r.cost = cost
         r.spec = spec
         r.validation = summary
         r.source.sha256 = sha256
@@ -408,6 +424,24 @@ def _hold_out_test_set(
 def import_filename(run_id: str, kind: str) -> str:
     """The name a run's file is imported under: derived from the run, so a lost answer can be found by it."""
     return f"{run_id}-{kind}.jsonl"
+
+
+def _estimate_cost(
+    services: Services, report: ValidationReport, spec: RunSpec, trained_examples: int
+) -> costs.CostEstimate:
+    s = services.settings
+    return costs.estimate(
+        costs.price_table(s.price_table_file),
+        model=spec.model,
+        training_type=spec.training_type,
+        examples=report.examples,
+        trained_examples=trained_examples,
+        billed_per_epoch=report.tokens.billed_per_epoch if report.tokens else 0,
+        n_epochs=spec.hyperparameters.n_epochs,
+        flat_price=s.price_per_million_training_tokens,
+        sku=spec.deployment.sku if spec.deployment.enabled else None,
+        max_hosting_hours=spec.max_hosting_hours,
+    )
 
 
 def _stage_split(

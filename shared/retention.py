@@ -13,6 +13,8 @@ from __future__ import annotations
 from shared.runs import RunRecord, SurplusObject, utcnow
 
 EFFECT = "retention"
+KINDS = ("training", "validation")
+"""The test set (purpose `evals`) is the evaluation's: it is used after the job ended."""
 
 
 def release_imported_files(record: RunRecord, why: str) -> int:
@@ -20,7 +22,7 @@ def release_imported_files(record: RunRecord, why: str) -> int:
     known = {s.id for s in record.surplus}
     added = 0
     for kind, slot in record.files.slots():
-        if slot.file_id and slot.file_id not in known:
+        if kind in KINDS and slot.file_id and slot.file_id not in known:
             record.surplus.append(
                 SurplusObject.model_validate(
                     {"kind": "file", "id": slot.file_id, "effect": EFFECT, "found_at": utcnow(),

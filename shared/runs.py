@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.evalspec import EvalProgress, Evaluation, EvaluationSpec, Promotion
+from shared.costs import CostEstimate
 from shared.gate import GateResult, GateSpec
 from shared.lifecycle import SWEPT_STATES, TERMINAL_STATES, RunState, allowed
 from shared.metrics import MetricsSummary
@@ -94,6 +95,10 @@ class RunSpec(_Model):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
     validation_split: float = Field(default=0.1, ge=0.0, lt=0.5)
+    max_training_cost: float | None = Field(default=None, ge=0)
+    """Reject the run before any upload when its estimated training cost is above this (shared/costs.py)."""
+    max_hosting_hours: float | None = Field(default=None, ge=0)
+    """Hours of hosting the estimate prices (the deployment's SKU at the price table's hourly rate)."""
     priority: int = Field(default=0, ge=-100, le=100)
     """Admission order among waiting runs: higher first, then first come first served."""
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
@@ -312,6 +317,8 @@ class RunRecord(_Model):
     """The held-out evaluation's verdict (baseline vs candidate): see shared/evaluate.py."""
     eval: EvalProgress | None = None
     promotion: Promotion | None = None
+    cost: CostEstimate | None = None
+    """Estimated training (and hosting) cost before any upload; the actual training cost once trained."""
     waiting: WaitInfo | None = None
     """Set while the run waits for room on the resource (state `waiting`); kept afterwards as the last wait."""
     leases: dict[str, Lease] = Field(default_factory=dict)

@@ -75,9 +75,11 @@ def add_run_commands(sub: Any) -> None:
     for p in (drop, runs, status, cleanup, promote, rollback):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
+    from shared.costs_cli import add_costs_command
     from shared.profiles_cli import add_profile_commands
 
     add_profile_commands(sub, [])
+    add_costs_command(sub)
 
 
 def load_env(path: str | None) -> dict[str, str]:

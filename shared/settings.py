@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     eval_candidate_sku: str = Field(
         default="Developer", description="SKU of the temporary deployment a candidate is evaluated on (no hosting fee)."
     )
+    price_table_file: str = Field(
+        default="", description="A JSON price table merged over shared/prices.json (same shape: your prices)."
+    )
 
     # --- behaviour ---------------------------------------------------------------------------------------
     sas_ttl_minutes: int = Field(default=120, ge=5, le=24 * 60, description="Lifetime of the import SAS URL.")

@@ -6,7 +6,8 @@
   (`team-a/data.jsonl` -> profile `team-a`) when such a profile exists.
 - **Blob metadata** overrides single fields with flat keys (metadata keys must be identifiers):
   `model`, `training_type`, `method`, `n_epochs`, `batch_size`, `learning_rate_multiplier`, `dpo_beta`, `seed`,
-  `suffix`, `validation_split`, `priority`, `validation_blob`, `deploy` (true/false), `deployment_name`,
+  `suffix`, `validation_split`, `priority`, `max_training_cost`, `max_hosting_hours`, `validation_blob`,
+  `deploy` (true/false), `deployment_name`,
   `deployment_sku`, `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
   `gate_max_full_valid_loss`, `gate_max_valid_loss`, `gate_max_train_loss`, `gate_min_valid_token_accuracy`,
   `gate_min_train_token_accuracy`, `gate_allow_overfitting`, `test_split`, `test_blob`, `serve_as`,
@@ -44,6 +45,8 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "suffix": ("suffix",),
     "validation_split": ("validation_split",),
     "priority": ("priority",),
+    "max_training_cost": ("max_training_cost",),
+    "max_hosting_hours": ("max_hosting_hours",),
     "deploy": ("deployment", "enabled"),
     "deployment_name": ("deployment", "name"),
     "deployment_sku": ("deployment", "sku"),

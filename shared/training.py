@@ -14,7 +14,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import admission, artifacts, retention
+from shared import admission, artifacts, costs, retention
 from shared.aoai import BadRequestError, FineTuningJob, InsufficientQuotaError, JobEvent
 from shared.effects import Effect, EffectOutcome
 from shared.runs import CheckpointInfo, RunRecord, RunState, utcnow
@@ -150,6 +150,8 @@ def follow_job(services: Services, record: RunRecord, job: FineTuningJob | None 
                    f"waits for the file (it follows 'Job succeeded.'; at most {RESULTS_FILE_WAIT})")
         if job.state.is_terminal and services.settings.retention_delete_imported_files:
             retention.release_imported_files(r, f"job {job.id} ended ({state}); the run keeps its blobs")
+        if handed_over and r.cost is not None:
+            costs.actual(r.cost, job.trained_tokens)
         if handed_over:
             r.job.checkpoints = checkpoints
             r.deployment.queued_at = utcnow()
