@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import tick, validate
+from bench import admission, tick, validate
 
 if __name__ == "__main__":
     print(
@@ -13,4 +13,6 @@ if __name__ == "__main__":
     code = validate.main([])
     print("\n== timer tick: 1,000 active runs, 50 ms added per call; drop-to-job for a 10 MB file ==", flush=True)
     code = tick.main([]) or code
+    print("\n== admission: 200 drops at once within the resource's real limits (time scale 0.02) ==", flush=True)
+    code = admission.main([]) or code
     sys.exit(code)

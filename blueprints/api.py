@@ -4,6 +4,7 @@
 - `GET  /api/runs` (newest first), `GET /api/runs/{run_id}`, `GET /api/runs/{run_id}/{artifact}`
 - `POST /api/runs/{run_id}/promote[?deployment=NAME]`, `POST /api/deployments/{name}/rollback`,
   `GET /api/deployments/{name}/lineage`
+- `POST /api/runs/{run_id}/cancel`, `POST /api/runs/{run_id}/redeploy` (day-2 commands, shared/run_commands.py)
 - queue `SUBMIT_QUEUE`: `{"url": "...", "name": "data.jsonl", "spec": {...}}`
 """
 
@@ -147,6 +148,38 @@ def deployment_lineage(req: func.HttpRequest) -> func.HttpResponse:
         return _json(lineage(get_services(), req.route_params["name"]))
     except PromotionError as exc:
         return _error(400, "invalid_deployment", str(exc))
+
+
+def _run_command(req: func.HttpRequest, command: str) -> func.HttpResponse:
+    """A day-2 command: idempotent, recorded in the run's history.
+    200 `{"run_id", "command", "changed", "message", "state"}`; 409 when the command cannot apply."""
+    from shared.run_commands import CommandRefused, cancel, redeploy
+
+    run_id = req.route_params["run_id"]
+    services = get_services()
+    try:
+        services.store.get(run_id)
+        outcome = {"cancel": cancel, "redeploy": redeploy}[command](services, run_id, by="http")
+    except InvalidName as exc:
+        return _error(400, "invalid_run_id", str(exc))
+    except RunNotFound as exc:
+        return _error(404, "notFound", str(exc))
+    except CommandRefused as exc:
+        return _error(409, "command_refused", str(exc))
+    return _json({"run_id": run_id, "command": command, "changed": outcome.changed, "message": outcome.message,
+                  "state": outcome.record.state.value})
+
+
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"])
+@traced("cancel_run")
+def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _run_command(req, "cancel")
+
+
+@bp.route(route="runs/{run_id}/redeploy", methods=["POST"])
+@traced("redeploy_run")
+def redeploy_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _run_command(req, "redeploy")
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=_settings.submit_queue, connection=_settings.storage_connection)

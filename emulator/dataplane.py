@@ -135,6 +135,7 @@ async def upload_file(request: Request) -> Response:
     content = await upload.read()
     limits.check_file_room(state, purpose, len(content))
     record = state.add_file(upload.filename or "upload.jsonl", purpose, content, source="upload")
+    limits.note_peaks(state)
     view = state.file_view(record)
     return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, f"/files/{record['id']}")})
 
@@ -163,6 +164,7 @@ async def import_file(request: Request) -> Response:
         raise invalid("The content_url must be an http(s) URL.", "content_url")
     limits.check_file_room(state, body["purpose"], None)
     record = state.add_file(body["filename"], body["purpose"], None, source="import")
+    limits.note_peaks(state)
     forced = state.take_scenario("import")
     task = asyncio.get_running_loop().create_task(_fetch(state, record, url, bool(forced)))
     _background.add(task)
@@ -194,6 +196,7 @@ async def _fetch(state: State, record: dict[str, Any], url: str, forced_error: b
         error = f"File import failed: the content at {shown} could not be imported (scenario file_import_error)."
     error = error or limits.import_over_size(state, record, len(content))
     state.set_content(record, content, import_error=error)
+    limits.note_peaks(state)
     state.save()
 
 
@@ -460,6 +463,7 @@ async def create_job(request: Request) -> Response:
         body["trainingType"] = TRAINING_TYPES[str(training_type).lower()]
     limits.check_job_room(state)
     job = state.create_job(body, base=base.id, api_version=ctx.version or "v1", parent=parent)
+    limits.note_peaks(state)
     return JSONResponse(job_view(state, job, ctx), status_code=201,
                         headers={"Location": location(request, ctx, f"/fine_tuning/jobs/{job['id']}")})
 

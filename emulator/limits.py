@@ -129,14 +129,21 @@ def schedule(state: State) -> None:
         heapq.heappush(free_at, state.real_time(job, end))
 
 
+def note_peaks(state: State) -> None:
+    """Remember the most of each count held at once (after every file or job created, and import fetched)."""
+    files, size = file_usage(state)
+    outstanding, total = job_usage(state)
+    for key, value in (("files", files), ("file_bytes", size), ("outstanding_jobs", outstanding), ("jobs", total)):
+        state.peaks[key] = max(state.peaks.get(key, 0), value)
+
+
 def usage(state: State) -> dict[str, Any]:
-    """What the admin API shows: each limit with its use."""
+    """What the admin API shows: each limit with its use now and the most used at once (`peak`)."""
     cfg = state.config
     files, size = file_usage(state)
     outstanding, total = job_usage(state)
-    return {
-        "files": {"used": files, "limit": cfg.max_ft_files},
-        "file_bytes": {"used": size, "limit": cfg.max_ft_files_bytes},
-        "outstanding_jobs": {"used": outstanding, "limit": cfg.max_running_jobs + cfg.max_queued_jobs},
-        "jobs": {"used": total, "limit": cfg.max_total_jobs},
-    }
+    now = {"files": (files, cfg.max_ft_files), "file_bytes": (size, cfg.max_ft_files_bytes),
+           "outstanding_jobs": (outstanding, cfg.max_running_jobs + cfg.max_queued_jobs),
+           "jobs": (total, cfg.max_total_jobs)}
+    return {k: {"used": used, "limit": limit, "peak": max(used, state.peaks.get(k, 0))}
+            for k, (used, limit) in now.items()}

@@ -57,6 +57,8 @@ class State:
         self.evals: dict[str, dict[str, Any]] = {}
         self.eval_runs: dict[str, dict[str, Any]] = {}
         self.scenarios: list[dict[str, Any]] = []
+        self.peaks: dict[str, int] = {}
+        """The most of each limited count seen at once since start or reset (emulator.limits)."""
         self.quota_capacity = config.quota_capacity
         self.require_training_type = config.require_training_type
         self._dir = Path(config.state_dir) if config.state_dir else None
@@ -118,6 +120,7 @@ class State:
         self.evals.clear()
         self.eval_runs.clear()
         self.scenarios.clear()
+        self.peaks.clear()
         self.quota_capacity = self.config.quota_capacity
         self.require_training_type = self.config.require_training_type
         if self._dir and (self._dir / "files").exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from shared.aoai import NotFoundError
-from shared.runs import RunRecord
+from shared.runs import HistoryEntry, RunRecord, utcnow
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, fil
         def note(r: RunRecord) -> bool:
             if deployment and name and f"deleted deployment {name}" in done:
                 r.deployment.provisioning_state = "Deleted"  # the table and the API no longer say "deployed as"
-            return r.warn("cleaned_up", "cleaned up: " + "; ".join(done))
+            r.history.append(HistoryEntry(at=utcnow(), state=r.state, note="cleanup: " + "; ".join(done)))
+            r.warn("cleaned_up", "cleaned up: " + "; ".join(done))
+            return True
 
         services.store.update(run_id, note, on_ended=True)
     log.info("run %s: %s", run_id, "; ".join(done) or "nothing to clean up")

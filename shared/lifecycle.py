@@ -10,8 +10,8 @@
                                                                                        v
                                                                                    deploying --> deployed
 
-Every non-terminal state can also end in `failed` (its deadline, or an error the service gives), and
-`importing`/`training` in `cancelled`. This table is the one source for:
+Every non-terminal state can also end in `failed` (its deadline, or an error the service gives), and in
+`cancelled` (the job was cancelled, or `cancel RUN_ID`). This table is the one source for:
 
 - the allowed transitions (`RunRecord.transition` refuses anything else);
 - the blob index tag `active`, which is how the timer finds what to look at (`swept` states, plus ended runs
@@ -96,7 +96,8 @@ class StateRule:
 
 
 S = RunState
-_ENDS = frozenset({S.FAILED})
+_ENDS = frozenset({S.FAILED, S.CANCELLED})
+"""Every non-terminal state may fail, or be cancelled on request (shared/run_commands.py)."""
 
 LIFECYCLE: dict[RunState, StateRule] = {
     rule.state: rule

@@ -72,7 +72,19 @@ def add_run_commands(sub: Any) -> None:
     rollback.add_argument("deployment")
     rollback.set_defaults(func=cmd_rollback)
 
-    for p in (drop, runs, status, cleanup, promote, rollback):
+
+    cancel = sub.add_parser("cancel", help="cancel a run: its job, or the pipeline wherever it stands (idempotent)")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(func=cmd_cancel)
+    redeploy = sub.add_parser("redeploy", help="deploy the trained model of a run whose deploy failed or was skipped")
+    redeploy.add_argument("run_id")
+    redeploy.set_defaults(func=cmd_redeploy)
+    watch = sub.add_parser("watch", help="follow a run live (state, step, loss) until it ends")
+    watch.add_argument("run_id")
+    watch.add_argument("--every", type=float, default=5.0, help="seconds between looks (default 5)")
+    watch.set_defaults(func=cmd_watch)
+
+    for p in (drop, runs, status, cleanup, promote, rollback, cancel, redeploy, watch):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
     from shared.costs_cli import add_costs_command
@@ -263,6 +275,68 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), exit_code=1) from None
     print(f"{done['deployment']} serves {done['model']} again (was {done['previous_model']})")
     return 0
+
+
+def _load_run(services: Services, run_id: str) -> RunRecord:
+    try:
+        return services.store.get(run_id)
+    except RunNotFound:
+        raise CommandError(f"no run {run_id!r}", exit_code=1) from None
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from shared.run_commands import cancel
+
+    services = services_for(args)
+    _load_run(services, args.run_id)
+    print(cancel(services, args.run_id, by="cli").message)
+    return 0
+
+
+def cmd_redeploy(args: argparse.Namespace) -> int:
+    from shared.run_commands import CommandRefused, redeploy
+
+    services = services_for(args)
+    _load_run(services, args.run_id)
+    try:
+        print(redeploy(services, args.run_id, by="cli").message)
+    except CommandRefused as exc:
+        raise CommandError(str(exc), exit_code=1) from None
+    return 0
+
+
+def watch_line(r: RunRecord) -> str:
+    """One line of `watch`: the state and, while training, the step and losses."""
+    parts = [r.state.value]
+    if r.state == RunState.WAITING and r.waiting is not None:
+        parts.append(r.waiting.reason)
+    m = r.job.latest_metrics
+    if m:
+        parts.append(f"step {m.get('step')} train_loss {m.get('train_loss')}"
+                     + (f" valid_loss {m['valid_loss']}" if m.get("valid_loss") is not None else ""))
+    if r.job.id and r.state == RunState.TRAINING:
+        parts.append(f"job {r.job.status}")
+    if r.error:
+        parts.append(f"{r.error.code}: {r.error.message}")
+    return "  ".join(parts)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    services = services_for(args)
+    last = ""
+    while True:
+        r = _load_run(services, args.run_id)
+        line = watch_line(r)
+        if line != last:
+            print(f"[{datetime.now(UTC):%H:%M:%S}] {line}", flush=True)
+            last = line
+        if r.terminal:
+            return 0 if r.state in (RunState.DEPLOYED, RunState.TRAINED) else 1
+        time.sleep(args.every)
 
 
 def waiting_line(services: Services, r: RunRecord) -> str:

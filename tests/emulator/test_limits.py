@@ -112,7 +112,7 @@ def test_outstanding_and_total_jobs_are_capped(limited: EmulatorProcess, client:
     with pytest.raises(RateLimitError) as refused:
         create_job(client, training)
     assert "3 fine-tuning jobs queued or running; the limit is 3 (1 running and 2 queued)" in str(refused.value)
-    assert _limits(limited)["outstanding_jobs"] == {"used": 3, "limit": 3}
+    assert _limits(limited)["outstanding_jobs"] == {"used": 3, "limit": 3, "peak": 3}
     limited.advance_clock(120)  # all three end, one after the other
     create_job(client, training)
     with pytest.raises(RateLimitError) as total:

@@ -258,8 +258,11 @@ def test_cleanup_removes_the_deployment_and_files_but_keeps_the_model(driver: Dr
     record = _train(driver, "clean.jsonl", chat_lines(12), {"validation_split": "0", "deployment_name": "clean"})
     record = driver.run(record.id)
     assert record.state == RunState.DEPLOYED and record.files.training.file_id
+    tick(services)  # retention deletes the imported file once the job ended, and records it
+    removed = [s for s in services.store.get(record.id).surplus if s.effect == "retention"]
+    assert [s.id for s in removed] == [record.files.training.file_id] and removed[0].removed_at is not None
     done = cleanup_run(services, record.id)
-    assert done == ["deleted deployment clean", f"deleted file {record.files.training.file_id}"]
+    assert done == ["deleted deployment clean"]  # the file was gone already
     assert services.deployments is not None and services.deployments.get("clean") is None
     assert [f.id for f in services.aoai.files.list() if f.id == record.files.training.file_id] == []
     models = {m.id for m in services.aoai.models.list()}
