@@ -106,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + args.timeout
         while pending and time.monotonic() < deadline:
             before = log.read_text().count("\n")
+            training = sum(1 for r in services.store.active_runs() if r.state == RunState.TRAINING.value)
             report = tick(services)
             _deliver(services)
             lines = log.read_text().splitlines()[before:]
-            training = report.outcomes.get("running", 0) + report.outcomes.get("pending", 0) + report.outcomes.get(
-                "unchanged", 0)
             gets = sum(1 for line in lines if _JOB_GET.search(line))
             ticks.append({"seconds": report.seconds, "runs": report.runs, "gets": gets, "training": training})
             if len(ticks) % 20 == 1:
