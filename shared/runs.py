@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.evalspec import EvalProgress, Evaluation, EvaluationSpec, Promotion
 from shared.costs import CostEstimate
+from shared.evalspec import EvalProgress, Evaluation, EvaluationSpec, Promotion
 from shared.gate import GateResult, GateSpec
 from shared.lifecycle import SWEPT_STATES, TERMINAL_STATES, RunState, allowed
 from shared.metrics import MetricsSummary
