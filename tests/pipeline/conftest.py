@@ -45,6 +45,12 @@ def app_env(azurite: Any, emulator: Any, unique_name: Callable[[str], str]) -> d
         "TRAINING_POLL_SCHEDULE": "*/1 * * * * *",
         "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "3",
         "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+        # The session emulator has no file or job limits and keeps every test's files and jobs: admission
+        # must not count them against the real ones (tests/pipeline/test_admission.py sets its own).
+        "RESOURCE_MAX_FILES": "1000000",
+        "RESOURCE_MAX_FILE_BYTES": str(1 << 50),
+        "RESOURCE_MAX_OUTSTANDING_JOBS": "1000000",
+        "RESOURCE_MAX_JOBS": "1000000",
     }
 
 
