@@ -376,6 +376,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for line in v.first_errors:
             print(f"              {line}")
+    if r.cost is not None:
+        c = r.cost
+        estimated = f"{c.estimated_training:.2f} {c.currency}" if c.estimated_training is not None else "no price"
+        actual = f", actual {c.actual_training:.2f} {c.currency}" if c.actual_training is not None else ""
+        hosting = f"; hosting {c.hosting_per_hour:.2f} {c.currency}/hour" if c.hosting_per_hour else ""
+        print(f"  cost        estimated {estimated} ({c.billed_tokens} tokens = {c.trained_examples} examples x "
+              f"{c.n_epochs} epochs){actual}{hosting}")
     if r.job.id:
         metrics = r.job.latest_metrics
         loss = f", step {metrics.get('step')} train_loss {metrics.get('train_loss')}" if metrics else ""

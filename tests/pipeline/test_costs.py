@@ -71,3 +71,7 @@ def test_estimated_and_actual_cost_are_on_the_record_and_summed(
     assert capsys.readouterr().out.splitlines()[-1].startswith("total: 1 runs (1 priced): estimated ")
     assert main(["costs", "--profile", "nobody", "--json", "--settings", str(settings)]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["runs"] == 0
+    assert main(["status", final.id, "--settings", str(settings)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  cost"))
+    assert line.startswith(f"  cost        estimated {c.estimated_training:.2f} USD ({c.billed_tokens} tokens = ")
+    assert f"actual {c.actual_training:.2f} USD" in line
