@@ -25,7 +25,8 @@ def _http(services: Services, monkeypatch: pytest.MonkeyPatch, run_id: str, comm
     monkeypatch.setattr(module, "get_services", lambda: services)
     request = func.HttpRequest("POST", f"http://localhost/api/runs/{run_id}/{command}",
                                route_params={"run_id": run_id, "command": command}, body=b"")
-    return module.run_command(request)
+    handler = {"cancel": module.cancel_run, "redeploy": module.redeploy_run}[command]
+    return handler(request)
 
 
 def test_cancel_a_training_run_cancels_its_job_and_deletes_its_files_once(
@@ -69,7 +70,7 @@ def test_cancel_a_waiting_run_over_http_and_it_leaves_the_queue(
     assert again["changed"] is False
     tick(services)
     assert admission.place(services, waiting.id) is None  # the ledger dropped it
-    assert _http(services, monkeypatch, waiting.id, "promote").status_code == 404
+    assert _http(services, monkeypatch, "no-such-run-000000", "cancel").status_code in (400, 404)
     refused = _http(services, monkeypatch, waiting.id, "redeploy")
     assert refused.status_code == 409 and "no trained model" in json.loads(refused.get_body())["error"]["message"]
 
