@@ -55,7 +55,10 @@ def test_event_grid_mode_takes_a_drop_to_deployed_once_despite_duplicates(tmp_pa
         record = _record(services, run_id)
         assert record is not None and record.state == RunState.DEPLOYED, record and record.error
         assert [r.id for r in services.store.iter_records()] == [run_id]  # 3 deliveries of each event: one run
-        assert len([f for f in services.aoai.files.list() if f.filename == f"{run_id}-training.jsonl"]) == 1
+        # imported once; deleted by retention once the job ended, and that deletion recorded once
+        assert len([f for f in services.aoai.files.list() if f.filename == f"{run_id}-training.jsonl"]) <= 1
+        retained = [s.id for s in record.surplus if s.effect == "retention"]
+        assert record.files.training.file_id in retained and len(retained) == len(set(retained))
         assert len([j for j in services.aoai.jobs.list(limit=100)
                     if j.training_file == record.files.training.file_id]) == 1
         assert stack.publisher is not None and stack.publisher.delivered >= 6  # 2 blobs x 3, at least
