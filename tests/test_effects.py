@@ -7,7 +7,6 @@ the same runner against the emulator and count its request log.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from shared.effects import Effect, EffectOutcome, EffectRunner
 from shared.runs import RunRecord, RunSource, RunState, utcnow
 from shared.runstore import RunStore
+from tests.harness.waiting import wait_for
 
 LEASE = 0.6
 
@@ -86,10 +86,7 @@ def expire_lease(store: RunStore, run_id: str, key: str = "job_create") -> None:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.02)
+    wait_for(condition, "the lease to reach the state the test needs", timeout, 0.02)
 
 
 def test_many_instances_one_create(store: RunStore, run_id: str) -> None:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +17,13 @@ import pytest
 
 from devhost.azurite import Azurite
 from shared.connections import StorageConnection
+from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_APP = Path(__file__).resolve().parent / "fixture_app"
 ALL_FUNCTIONS = ("blob_client_fn", "blob_stream_fn", "queue_fn", "timer_fn", "daily_fn",
                  "item_fn", "hello_fn", "admin_fn", "boom_fn")
 READY_TIMEOUT = 30.0
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
 
 
 class DevhostProcess:

@@ -343,11 +343,9 @@ def test_job_failure_halfway(emulator: EmulatorProcess, aoai: AzureOpenAI) -> No
     assert [c.step_number for c in checkpoints] == [12]  # epoch 1 of 2 finished before the failure at step 12
 
 
-def test_stuck_queued_by_marker(aoai: AzureOpenAI) -> None:
+def test_stuck_queued_by_marker(emulator: EmulatorProcess, aoai: AzureOpenAI) -> None:
     job = create_job(aoai, processed_file(aoai, chat_jsonl(12, marker="stuck_queued")))
-    import time
-
-    time.sleep(2.5)  # longer than a whole normal job at this time scale
+    emulator.advance_clock(600)  # far longer than a whole normal job, without waiting for it
     current = aoai.fine_tuning.jobs.retrieve(job.id)
     assert current.status == "pending" and current.estimated_finish is None
     assert [e.message for e in aoai.fine_tuning.jobs.list_events(job.id)][0] == (

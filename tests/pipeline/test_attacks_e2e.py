@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +15,7 @@ import httpx
 from devstack import Stack
 from shared.services import Services
 from shared.settings import settings_from_env
+from tests.harness.waiting import wait_for
 from tests.pipeline.conftest import chat_lines
 
 
@@ -64,9 +64,7 @@ def test_the_attack_list_against_the_running_stack(tmp_path: Path) -> None:
             queue = services.queue(services.settings.submit_queue)
             for i, url in enumerate(forged):
                 queue.send_message(json.dumps({"url": url, "name": f"forged-{i}.jsonl"}))
-            deadline = time.monotonic() + 60
-            while _logs(workdir).count("refused:") < len(forged) and time.monotonic() < deadline:
-                time.sleep(0.3)
+            wait_for(lambda: _logs(workdir).count("refused:") >= len(forged), "every forged URL refused", 60, 0.3)
             logs = _logs(workdir)
             assert logs.count("refused:") == len(forged), logs[-3000:]
             assert _Target.hits == []  # nothing was ever fetched

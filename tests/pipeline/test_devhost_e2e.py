@@ -10,7 +10,6 @@ import base64
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
+from tests.harness.waiting import wait_for
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the e2e webhook secret, 32 bytes").decode()
@@ -35,19 +35,20 @@ def _wait_until_terminal(
     until: Callable[[RunRecord], bool] | None = None,
     *,
     emulator_url: str | None = None,
-) -> RunRecord | None:
-    """Poll the record until the run ends; with `emulator_url`, move the emulator's clock on between polls so
+) -> RunRecord:
+    """Wait until the run ends (or `until` holds); with `emulator_url`, move the emulator's clock on between polls so
     jobs and deployments finish without waiting for them (the devhost's timer and queues still run in real time)."""
-    deadline = time.monotonic() + timeout
-    record = None
-    while time.monotonic() < deadline:
+
+    def reached() -> RunRecord | None:
         found = services.store.load(run_id)
         record = found[0] if found else None
-        if record is not None and (record.terminal or (until is not None and until(record))):
-            break
-        if emulator_url:
-            httpx.post(f"{emulator_url}/_emulator/clock", json={"advance_seconds": 3}, timeout=10)
-        time.sleep(0.5)
+        done = record is not None and (record.terminal or (until is not None and until(record)))
+        return record if done else None
+
+    def clock() -> None:
+        httpx.post(f"{emulator_url}/_emulator/clock", json={"advance_seconds": 3}, timeout=10)
+
+    record: RunRecord = wait_for(reached, f"run {run_id} to end", timeout, 0.5, between=clock if emulator_url else None)
     return record
 
 
@@ -104,9 +105,7 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
         assert "gave up after 3 tries" in record.error.message and "capacity" in record.error.message
         assert record.deployment.attempts == 3
         poison = services.queue(services.settings.deploy_queue + "-poison")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not poison.peek_messages():
-            time.sleep(0.3)
+        wait_for(poison.peek_messages, "the deploy message in the poison queue", 10, 0.3)
         messages = poison.peek_messages(max_messages=5)
         assert len(messages) == 1 and run_id in messages[0].content
 
@@ -185,23 +184,22 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
             assert httpx.get(f"{stack.http_url}/runs/nope", headers=key).status_code == 404
 
-            deadline = time.monotonic() + 60
-            queued_run = None
-            while time.monotonic() < deadline and queued_run is None:
-                queued_run = next(
-                    (r for r in services.store.iter_records() if r.source.blob_name == "queued.jsonl"), None
-                )
-                time.sleep(0.5)
-            assert queued_run is not None
+            queued_run = wait_for(
+                lambda: next((r for r in services.store.iter_records() if r.source.blob_name == "queued.jsonl"), None),
+                "the run submitted through the queue",
+                60,
+                0.5,
+            )
             queued = _wait_until_terminal(services, queued_run.id, emulator_url=stack.emulator_url)
             assert queued is not None and queued.state == RunState.TRAINED  # deploy=false: trained and measured
             assert queued.metrics is not None
             # Webhooks are delivered from the outbox, after the state change: wait for the last one.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(
-                e["subject"] == run_id and e["data"]["state"] == "deployed" for e in _Receiver.events
-            ):
-                time.sleep(0.3)
+            wait_for(
+                lambda: any(e["subject"] == run_id and e["data"]["state"] == "deployed" for e in _Receiver.events),
+                "the webhook of the deployed state",
+                30,
+                0.3,
+            )
     finally:
         server.shutdown()
     events = sorted((e for e in _Receiver.events if e["subject"] == run_id), key=lambda e: e["time"])

@@ -7,7 +7,6 @@ a duplicate delivery is one run, an event for an overwritten version starts noth
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
+from tests.harness.waiting import wait_for
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
 
@@ -30,12 +30,7 @@ def _services(stack: Stack) -> Services:
 
 
 def _wait(check: Callable[[], bool], timeout: float = 120) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
+    return bool(wait_for(check, "the run to get where the test needs it", timeout, 0.5))
 
 
 def _record(services: Services, run_id: str) -> RunRecord | None:
