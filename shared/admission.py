@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.runs import RunRecord, RunState, WaitInfo, utcnow
-from shared.runstore import ActiveRun, ConcurrentUpdate
+from shared.runstore import ActiveRun
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -104,27 +100,16 @@ def _empty() -> dict[str, Any]:
 
 def _update(services: Services, mutate: Callable[[dict[str, Any]], bool], attempts: int = 20) -> dict[str, Any]:
     """Read-modify-write of the ledger under its ETag; `mutate` returns False to write nothing."""
-    blob = services.store.container.get_blob_client(LEDGER)
-    for attempt in range(attempts):
-        try:
-            downloader = blob.download_blob()
-            doc, etag = json.loads(downloader.readall()), str(downloader.properties.etag)
-        except ResourceNotFoundError:
-            doc, etag = _empty(), None
-        if not mutate(doc):
-            return dict(doc)
-        data = json.dumps(doc, default=str)
-        settings = ContentSettings(content_type="application/json")
-        try:
-            if etag is None:
-                blob.upload_blob(data, overwrite=False, content_settings=settings)
-            else:
-                blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                                 content_settings=settings)
-            return dict(doc)
-        except (ResourceModifiedError, ResourceExistsError):
-            time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-    raise ConcurrentUpdate(f"{LEDGER}: gave up after {attempts} conflicting writes")
+
+    result: dict[str, Any] = {}
+
+    def change(current: Any) -> dict[str, Any] | None:
+        nonlocal result
+        result = current if isinstance(current, dict) else _empty()
+        return result if mutate(result) else None
+
+    services.store.update_document(LEDGER, change, attempts=attempts)
+    return dict(result)
 
 
 def read_ledger(services: Services) -> dict[str, Any]:

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable
 from typing import Any
-
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
 
 from shared.aoai import BadRequestError, Deployment
 from shared.evalspec import Promotion
 from shared.names import InvalidName, check_profile_name
 from shared.runs import RunRecord, utcnow
+from shared.runstore import ConcurrentUpdate
 from shared.services import Services
 
 LINEAGE_PREFIX = "serving/"
@@ -52,27 +47,16 @@ def lineage(services: Services, deployment: str) -> dict[str, Any]:
 
 
 def _update_lineage(services: Services, deployment: str, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    blob = services.store.container.get_blob_client(lineage_blob(deployment))
-    for attempt in range(10):
-        try:
-            downloader = blob.download_blob()
-            document: dict[str, Any] = json.loads(downloader.readall())
-            etag: str | None = str(downloader.properties.etag)
-        except ResourceNotFoundError:
-            document, etag = {"deployment": deployment, "history": []}, None
+    def change(current: Any) -> dict[str, Any]:
+        document: dict[str, Any] = current if isinstance(current, dict) else {"deployment": deployment, "history": []}
         mutate(document)
-        data = json.dumps(document, indent=2, default=str)
-        settings = ContentSettings(content_type="application/json")
-        try:
-            if etag is None:
-                blob.upload_blob(data, overwrite=False, content_settings=settings)
-            else:
-                blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                                 content_settings=settings)
-            return document
-        except (ResourceModifiedError, ResourceExistsError):
-            time.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
-    raise PromotionError(f"lineage of {deployment}: gave up after 10 conflicting writes")
+        return document
+
+    try:
+        written: dict[str, Any] = services.store.update_document(lineage_blob(deployment), change)
+    except ConcurrentUpdate as exc:
+        raise PromotionError(f"lineage of {deployment}: {exc}") from exc
+    return written
 
 
 def _append(services: Services, deployment: str, entry: dict[str, Any]) -> dict[str, Any]:

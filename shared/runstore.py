@@ -298,11 +298,19 @@ class RunStore:
 
     # --- artifacts ----------------------------------------------------------------------------------------
     def update_json(self, run_id: str, name: str, mutate: Callable[[Any], Any], *, attempts: int = 10) -> Any:
-        """Read-modify-write of a JSON artifact under an ETag condition (two writers never lose each other's part).
+        """Read-modify-write of a run's JSON artifact under an ETag condition (see `update_document`)."""
+        return self.update_document(run_folder(run_id) + check_artifact_name(name), mutate, attempts=attempts)
+
+    def update_document(self, blob_name: str, mutate: Callable[[Any], Any], *, attempts: int = 10) -> Any:
+        """Read-modify-write of any JSON document in the runs container under an ETag condition (two writers never
+        lose each other's part; the first write is `If-None-Match: *`).
 
         `mutate` gets the current document (None when absent) and returns the new one, or None to write nothing.
         """
-        blob = self.container.get_blob_client(run_folder(run_id) + check_artifact_name(name))
+        blob = self.container.get_blob_client(blob_name)
+        content_type = artifacts.content_type(blob_name.rsplit("/", 1)[-1])
+        if content_type == "application/octet-stream":
+            content_type = "application/json"
         for attempt in range(attempts):
             try:
                 downloader = blob.download_blob()
@@ -313,7 +321,7 @@ class RunStore:
             if document is None:
                 return current
             data = json.dumps(document, indent=2, default=str)
-            settings = ContentSettings(content_type=artifacts.content_type(name))
+            settings = ContentSettings(content_type=content_type)
             try:
                 if etag is None:
                     blob.upload_blob(data, overwrite=False, content_settings=settings)
@@ -325,7 +333,7 @@ class RunStore:
                 return document
             except (ResourceModifiedError, ResourceExistsError):
                 time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
-        raise ConcurrentUpdate(f"run {run_id}: {name} gave up after {attempts} conflicting writes")
+        raise ConcurrentUpdate(f"{blob_name}: gave up after {attempts} conflicting writes")
 
     def put_artifact(self, run_id: str, name: str, data: bytes | str, content_type: str) -> str:
         blob_name = run_folder(run_id) + check_artifact_name(name)
