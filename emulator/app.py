@@ -1,8 +1,14 @@
 """Compose the emulator: the routes of each surface behind one gateway (request log, faults, authentication).
 
 Authentication (data plane `/openai/...`): with `--api-key` set, a request needs `api-key: KEY` or
-`Authorization: Bearer TOKEN` (any non-empty token, or exactly `--bearer-token` when that is set); anything
-else is the gateway's 401. Control plane (`/subscriptions/...`): with either option set, only a Bearer token
+`Authorization: Bearer TOKEN` (any non-empty token, or exactly `--bearer-token` when that is set, or the key
+itself: the v1 spec's second key scheme is the `authorization` header, which is how the official `openai`
+client sends a key); anything else is the gateway's 401.
+
+Foundry project endpoints: `/api/projects/{project}/openai/v1/...` is served as `/openai/v1/...` (one emulator
+is one resource, every project shares it); the request log and the faults see the path as the client sent it.
+
+Control plane (`/subscriptions/...`): with either option set, only a Bearer token
 is accepted (ARM takes no api-key); a failure is ARM's `AuthenticationFailed` / `InvalidAuthenticationToken`.
 With neither option set, everything is accepted.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import time
 from typing import Any
 
@@ -20,13 +27,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, controlplane, dataplane, evals, inference
+from . import admin, controlplane, dataplane, evals, inference, uploads
 from .config import Config
-from .errors import ACCESS_DENIED, ApiError, ArmError, not_found
+from .errors import ACCESS_DENIED, ApiError, ArmError, is_v1, not_found
 from .faults import Faults
 from .state import State
 
 log = logging.getLogger("emulator")
+
+PROJECT_PATH = re.compile(r"^/api/projects/(?P<project>[^/]+)(?P<rest>/openai/v1(?:/.*)?)$")
+"""A Foundry project endpoint's data plane: https://<resource>.services.ai.azure.com/api/projects/<p>/openai/v1."""
 
 
 def _is_arm(path: str) -> bool:
@@ -100,7 +110,11 @@ class Gateway:
                     if rule["mode"] != "latency":
                         await _fault_response(rule, path)(scope, receive, record)
                         return
-                denied = self._authenticate(scope, path)
+                project = PROJECT_PATH.match(path)
+                if project is not None:
+                    rest = project["rest"]
+                    scope = {**scope, "path": rest, "raw_path": rest.encode(), "emulator.project": project["project"]}
+                denied = self._authenticate(scope, scope["path"])
                 if denied is not None:
                     await denied(scope, receive, record)
                     return
@@ -126,11 +140,11 @@ class Gateway:
             return ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.").response()
         if not path.startswith("/openai"):
             return None
-        if cfg.api_key and headers.get("api-key") == cfg.api_key:
+        if cfg.api_key and (headers.get("api-key") == cfg.api_key or token == cfg.api_key):
             return None
         if token_ok:
             return None
-        return ApiError(401, "401", ACCESS_DENIED).response()
+        return ApiError(401, "401", ACCESS_DENIED).response(v1=is_v1(path))
 
 
 async def _drop(send: Send) -> None:
@@ -149,7 +163,7 @@ async def _drop(send: Send) -> None:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return exc.response(v1=is_v1(request.url.path))
 
 
 async def _arm_error(request: Request, exc: Exception) -> Response:
@@ -162,16 +176,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if _is_arm(request.url.path):
         return ArmError(exc.status_code, "NotFound" if exc.status_code == 404 else "MethodNotAllowed",
                         "The requested path or method is not served by the emulator.").response()
+    v1 = is_v1(request.url.path)
     if exc.status_code in (404, 405):
-        return not_found().response()
-    return ApiError(exc.status_code, str(exc.status_code), str(exc.detail)).response()
+        return not_found().response(v1=v1)
+    return ApiError(exc.status_code, str(exc.status_code), str(exc.detail)).response(v1=v1)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if _is_arm(request.url.path):
         return ArmError(500, "InternalServerError", f"Emulator error: {type(exc).__name__}").response()
-    return ApiError(500, "internalFailure", f"Emulator error: {type(exc).__name__}: {exc}").response()
+    return ApiError(500, "internalFailure", f"Emulator error: {type(exc).__name__}: {exc}").response(
+        v1=is_v1(request.url.path)
+    )
 
 
 def build_app(config: Config) -> Starlette:
@@ -179,7 +196,8 @@ def build_app(config: Config) -> Starlette:
     faults = Faults(config.fault_seed, config.faults)
     _interrupt_imports(state)
     app = Starlette(
-        routes=admin.routes() + inference.routes() + evals.routes() + dataplane.routes() + controlplane.routes(),
+        routes=admin.routes() + inference.routes() + evals.routes() + uploads.routes() + dataplane.routes()
+        + controlplane.routes(),
         exception_handlers={
             ApiError: _api_error,
             ArmError: _arm_error,

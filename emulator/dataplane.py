@@ -3,6 +3,12 @@
 Status spellings follow the api-version of the request (see `job_status_for`); the error envelopes are the
 service's (`errors.ApiError`). Where the service's exact wording is unknown the message says what is wrong
 in the emulator's own words; the codes and the sentences quoted by the wire contract are exact.
+
+The v1 surface (spec `specification/ai/data-plane/OpenAI.v1/azure-v1-v1-generated.*`) differs where its spec
+does: creates answer 200 (no `Location`), there is no `POST /files/import` and no `DELETE /fine_tuning/jobs/{id}`
+(both 404), a job create takes `metadata` (16 string pairs, keys up to 64 and values up to 512 characters) and
+every job shows `metadata` (null when none), `seed` is 0..2147483647, upload purposes are the v1 enum. Large
+files: the Uploads API (emulator/uploads.py).
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ log = logging.getLogger("emulator")
 
 NOT_FINE_TUNABLE = "The specified base model does not support fine-tuning."
 FILE_PURPOSES = {"fine-tune", "assistants", "batch", "vision", "user_data", "evals"}
+# The upload purposes of the v1 spec (AzureCreateFileRequestMultiPart `purpose` enum).
+V1_FILE_PURPOSES = {"assistants", "batch", "fine-tune", "evals"}
 # The upload purposes of the GA spec (stable/2024-10-21, Files_Upload `purpose` enum).
 GA_FILE_PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch"}
 # The job-create body per surface. GA and legacy: FineTuningJobCreation of stable/2024-10-21 exactly;
@@ -132,16 +140,47 @@ async def upload_file(request: Request) -> Response:
         raise invalid(f"The purpose '{purpose}' is not supported for uploads.", "purpose")
     if upload is None or isinstance(upload, str):
         raise invalid("The 'file' field is required.", "file")
+    expires = _expires_after(form) if ctx.surface == "v1" else None
     content = await upload.read()
     limits.check_file_room(state, purpose, len(content))
     record = state.add_file(upload.filename or "upload.jsonl", purpose, content, source="upload")
+    if expires is not None:
+        record["expires_at"] = int(record["created_at"]) + expires
     limits.note_peaks(state)
-    view = state.file_view(record)
-    return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, f"/files/{record['id']}")})
+    return created(request, ctx, state.file_view(record), f"/files/{record['id']}")
 
 
 def _purposes(ctx: Ctx) -> set[str]:
+    if ctx.surface == "v1":
+        return V1_FILE_PURPOSES
     return GA_FILE_PURPOSES if ctx.surface in ("ga", "legacy") else FILE_PURPOSES
+
+
+def created(request: Request, ctx: Ctx, view: dict[str, Any], path: str) -> JSONResponse:
+    """A create's answer: 201 with `Location` on the versioned surface, 200 on v1 (the v1 spec's responses)."""
+    if ctx.surface == "v1":
+        return JSONResponse(view, status_code=200)
+    return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, path)})
+
+
+def _expires_after(form: Any) -> int | None:
+    """v1 `expires_after` (multipart `expires_after[anchor]`, `expires_after[seconds]`): seconds after created_at.
+
+    The v1 spec marks it required; the official client sends it only when asked (and Microsoft's own samples
+    upload without it), so absent is accepted. Echoed as `expires_at`; the emulator deletes nothing for it."""
+    anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise invalid("expires_after.anchor must be 'created_at'.", "expires_after.anchor")
+    try:
+        value = int(str(seconds))
+    except ValueError as exc:
+        raise invalid("expires_after.seconds must be an integer.", "expires_after.seconds") from exc
+    if not 3600 <= value <= 2_592_000:
+        raise invalid("expires_after.seconds must be between 3600 (1 hour) and 2592000 (30 days).",
+                      "expires_after.seconds")
+    return value
 
 
 def _safe_url(url: str) -> str:
@@ -169,8 +208,7 @@ async def import_file(request: Request) -> Response:
     task = asyncio.get_running_loop().create_task(_fetch(state, record, url, bool(forced)))
     _background.add(task)
     task.add_done_callback(_background.discard)
-    view = state.file_view(record)
-    return JSONResponse(view, status_code=201, headers={"Location": location(request, ctx, f"/files/{record['id']}")})
+    return created(request, ctx, state.file_view(record), f"/files/{record['id']}")
 
 
 async def _fetch(state: State, record: dict[str, Any], url: str, forced_error: bool) -> None:
@@ -310,6 +348,7 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
     if ctx.surface == "v1":
         view["organization_id"] = "org-emulator"
         view["user_provided_suffix"] = job["suffix"]
+        view["metadata"] = job.get("metadata")
     else:
         view["organisation_id"] = "org-emulator"  # the spelling of the Azure specs (GA and preview)
         view["suffix"] = job["suffix"]
@@ -437,8 +476,11 @@ async def create_job(request: Request) -> Response:
     if suffix is not None and (not isinstance(suffix, str) or not SUFFIX_RE.match(suffix)):
         raise invalid("The suffix must be 1 to 40 characters of a-z, A-Z, 0-9, '-' and '_'.", "suffix")
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -(2**31) <= seed < 2**31):
-        raise invalid("The seed must be a 32-bit integer.", "seed")
+    low = 0 if ctx.surface == "v1" else -(2**31)  # the v1 spec: minimum 0, maximum 2147483647
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not low <= seed < 2**31):
+        raise invalid(f"The seed must be an integer from {low} to 2147483647.", "seed")
+    if ctx.surface == "v1":
+        _check_metadata(body.get("metadata"))
     _check_hyperparameters(body.get("hyperparameters"), "hyperparameters")
     method = body.get("method")
     method_type = "supervised"
@@ -464,8 +506,22 @@ async def create_job(request: Request) -> Response:
     limits.check_job_room(state)
     job = state.create_job(body, base=base.id, api_version=ctx.version or "v1", parent=parent)
     limits.note_peaks(state)
-    return JSONResponse(job_view(state, job, ctx), status_code=201,
-                        headers={"Location": location(request, ctx, f"/fine_tuning/jobs/{job['id']}")})
+    return created(request, ctx, job_view(state, job, ctx), f"/fine_tuning/jobs/{job['id']}")
+
+
+def _check_metadata(metadata: Any) -> None:
+    """The v1 spec's `metadata`: up to 16 pairs, string keys of at most 64 characters, string values of at most 512."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise invalid("metadata must be an object of string keys and string values.", "metadata")
+    if len(metadata) > 16:
+        raise invalid(f"metadata holds at most 16 key-value pairs; got {len(metadata)}.", "metadata")
+    for key, value in metadata.items():
+        if not 1 <= len(key) <= 64:
+            raise invalid(f"metadata keys are 1 to 64 characters; '{key[:70]}' is {len(key)}.", "metadata")
+        if not isinstance(value, str) or len(value) > 512:
+            raise invalid(f"metadata.{key} must be a string of at most 512 characters.", f"metadata.{key}")
 
 
 async def list_jobs(request: Request) -> Response:
@@ -626,19 +682,21 @@ async def get_model(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
-    out = []
+    # The versioned surface only (the v1 spec has neither): the files import, and deleting a job.
+    out = [
+        Route("/openai/files/import", import_file, methods=["POST"]),
+        Route("/openai/fine_tuning/jobs/{job_id}", delete_job, methods=["DELETE"]),
+    ]
     for prefix in ("/openai", "/openai/v1"):
         out += [
             Route(f"{prefix}/files", upload_file, methods=["POST"]),
             Route(f"{prefix}/files", list_files, methods=["GET"]),
-            Route(f"{prefix}/files/import", import_file, methods=["POST"]),
             Route(f"{prefix}/files/{{file_id}}", get_file, methods=["GET"]),
             Route(f"{prefix}/files/{{file_id}}", delete_file, methods=["DELETE"]),
             Route(f"{prefix}/files/{{file_id}}/content", file_content, methods=["GET"]),
             Route(f"{prefix}/fine_tuning/jobs", create_job, methods=["POST"]),
             Route(f"{prefix}/fine_tuning/jobs", list_jobs, methods=["GET"]),
             Route(f"{prefix}/fine_tuning/jobs/{{job_id}}", get_job, methods=["GET"]),
-            Route(f"{prefix}/fine_tuning/jobs/{{job_id}}", delete_job, methods=["DELETE"]),
             Route(f"{prefix}/fine_tuning/jobs/{{job_id}}/cancel", cancel_job, methods=["POST"]),
             Route(f"{prefix}/fine_tuning/jobs/{{job_id}}/pause", pause_job, methods=["POST"]),
             Route(f"{prefix}/fine_tuning/jobs/{{job_id}}/resume", resume_job, methods=["POST"]),

@@ -1,7 +1,9 @@
-"""The two error envelopes the emulator speaks: the data plane's and ARM's.
+"""The error envelopes the emulator speaks: the data plane's (versioned and v1) and ARM's.
 
 Data plane: `{"error": {"code", "message", "param", "type"}}` with the service's codes (`invalidPayload`,
 `notFound`, ...) or the gateway's numeric strings (`"404"` "Resource not found", `"401"`, `"429"`).
+v1 (`/openai/v1/...`): the v1 spec's `AzureErrorResponse`, `{"error": {"code", "message", "param", "type":
+"error"}}` (`param` always present, null when none; `type` "The object type, always 'error'").
 Control plane (ARM): `{"error": {"code", "message", "target", "details", "additionalInfo"}}`.
 """
 from __future__ import annotations
@@ -39,8 +41,11 @@ class ApiError(Exception):
         self.param = param
         self.headers = headers or {}
 
-    def response(self) -> JSONResponse:
+    def response(self, *, v1: bool = False) -> JSONResponse:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if v1:
+            body.update(param=self.param, type="error")
+            return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
         if self.param is not None:
             body["param"] = self.param
         if not self.code.isdigit():
@@ -74,6 +79,11 @@ class ArmError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def is_v1(path: str) -> bool:
+    """A path of the v1 surface (after the gateway has mapped a project endpoint's prefix onto `/openai/v1`)."""
+    return path == "/openai/v1" or path.startswith("/openai/v1/")
 
 
 def not_found() -> ApiError:

@@ -56,6 +56,8 @@ class State:
         self.operations: dict[str, dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.eval_runs: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
+        """Uploads API (emulator.uploads): in memory only, like a file import in flight (not persisted)."""
         self.scenarios: list[dict[str, Any]] = []
         self.peaks: dict[str, int] = {}
         """The most of each limited count seen at once since start or reset (emulator.limits)."""
@@ -119,6 +121,7 @@ class State:
         self.operations.clear()
         self.evals.clear()
         self.eval_runs.clear()
+        self.uploads.clear()
         self.scenarios.clear()
         self.peaks.clear()
         self.quota_capacity = self.config.quota_capacity
@@ -215,6 +218,8 @@ class State:
         }
         if status == "error":
             view["status_details"] = record["validation"]["message"]
+        if record.get("expires_at") is not None:
+            view["expires_at"] = record["expires_at"]
         return view
 
     def file_content(self, record: dict[str, Any]) -> bytes:
@@ -309,6 +314,7 @@ class State:
             "requested_hyperparameters": hp,
             "training_type": body.get("trainingType") or body.get("training_type"),
             "integrations": body.get("integrations"),
+            "metadata": body.get("metadata"),
             "api_version": api_version,
             "plan": plan,
             "result_file_id": new_id("file"),

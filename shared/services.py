@@ -61,11 +61,14 @@ class Services:
         key = settings.azure_openai_api_key
         aoai = AzureOpenAIClient(
             settings.azure_openai_endpoint,
+            surface=settings.data_plane_surface,
             api_version=settings.azure_openai_api_version,
             preview_api_version=settings.azure_openai_preview_api_version or None,
             api_key=key,
             credential=_credential(settings) if key is None else None,
+            token_scope=settings.azure_openai_token_scope or None,
             transport=service_transport("azure_openai"),
+            upload_part_bytes=settings.azure_openai_upload_part_bytes,
         )
         deployments = None
         if _arm_configured(settings):

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.hostconfig import HostConfig
 
 BlobTriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
+ApiSurface = Literal["auto", "versioned", "v1"]
 
 
 class Settings(BaseSettings):
@@ -47,9 +48,32 @@ class Settings(BaseSettings):
     )
 
     # --- Azure OpenAI ------------------------------------------------------------------------------------
-    azure_openai_endpoint: str = Field(default="", description="https://<resource>.openai.azure.com")
+    azure_openai_endpoint: str = Field(
+        default="",
+        description="https://<resource>.openai.azure.com, or a Foundry project endpoint "
+        "https://<resource>.services.ai.azure.com/api/projects/<project> (v1 surface only).",
+    )
     azure_openai_api_key: SecretStr | None = Field(
         default=None, description="Leave empty to use managed identity (recommended)."
+    )
+    azure_openai_api_surface: ApiSurface = Field(
+        default="auto",
+        description="Data-plane surface: 'versioned' (/openai/...?api-version=, files import from a SAS URL), 'v1' "
+        "(/openai/v1/..., no api-version; files uploaded in parts, jobs tagged with metadata.run_id); 'auto' = v1 "
+        "for a Foundry project endpoint, versioned otherwise.",
+    )
+    azure_openai_token_scope: str = Field(
+        default="",
+        description="Entra ID scope of data-plane tokens; empty = https://cognitiveservices.azure.com/.default for a "
+        "resource endpoint, https://ai.azure.com/.default for a Foundry project endpoint.",
+    )
+    azure_openai_upload_part_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        le=64 * 1024 * 1024,
+        description="v1 surface: a file larger than this goes through the Uploads API in parts of this size (the "
+        "service takes parts of at most 64 MB); one part or less is one POST /files. Read from the blob one range "
+        "per part, never whole.",
     )
     azure_openai_api_version: str = "2024-10-21"
     azure_openai_preview_api_version: str = Field(
@@ -151,6 +175,15 @@ class Settings(BaseSettings):
         default=None, description="The topic's access key; leave empty to use the managed identity (recommended)."
     )
 
+    @property
+    def data_plane_surface(self) -> Literal["versioned", "v1"]:
+        """AZURE_OPENAI_API_SURFACE resolved: 'auto' is v1 for a Foundry project endpoint, versioned otherwise."""
+        if self.azure_openai_api_surface != "auto":
+            return self.azure_openai_api_surface
+        from shared.aoai.endpoints import is_project_endpoint
+
+        return "v1" if is_project_endpoint(self.azure_openai_endpoint) else "versioned"
+
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> Settings:
         if self.notify_webhook_url is not None and self.notify_webhook_secret is None:
@@ -182,6 +215,13 @@ def check_configuration(settings: Settings, host: HostConfig) -> None:
         )
     if host.max_dequeue_count < 1:
         problems.append(f"host.json extensions.queues.maxDequeueCount={host.max_dequeue_count} must be at least 1")
+    from shared.aoai.endpoints import is_project_endpoint
+
+    if is_project_endpoint(settings.azure_openai_endpoint) and settings.data_plane_surface != "v1":
+        problems.append(
+            f"AZURE_OPENAI_ENDPOINT={settings.azure_openai_endpoint} is a Foundry project endpoint, which serves the "
+            "v1 surface only: AZURE_OPENAI_API_SURFACE must be v1 or auto"
+        )
     if problems:
         raise ConfigurationError("the app cannot start with these settings: " + "; ".join(problems))
 

@@ -2,12 +2,13 @@
 
 Modules: :mod:`.client` (files, jobs, models, inference), :mod:`.deployments` (ARM deployments),
 :mod:`.errors` (the one error hierarchy), :mod:`.api_versions` (which api-version a request needs),
+:mod:`.endpoints` (resource and Foundry project endpoints, the two surfaces), :mod:`.uploads` (content in parts),
 :mod:`.retry` (retries as an httpx transport, and the rule for
 creates), :mod:`.models` (wire models), :mod:`.auth`, :mod:`.redact`. Usage: docs/client.md.
 """
 
-from .api_versions import UnsupportedFeatureError
-from .auth import COGNITIVE_SERVICES_SCOPE, MANAGEMENT_SCOPE, StaticTokenCredential
+from .api_versions import Surface, UnsupportedFeatureError
+from .auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, MANAGEMENT_SCOPE, StaticTokenCredential
 from .client import AzureOpenAIClient
 from .deployments import DeploymentPoller, DeploymentsClient
 from .errors import (
@@ -41,10 +42,14 @@ from .models import (
     JobEvent,
     JobState,
     Model,
+    Upload,
+    UploadPart,
 )
 from .retry import RetryTransport
+from .uploads import ByteSource, BytesSource
 
 __all__ = [
+    "AI_FOUNDRY_SCOPE",
     "COGNITIVE_SERVICES_SCOPE",
     "MANAGEMENT_SCOPE",
     "APIConnectionError",
@@ -56,6 +61,8 @@ __all__ = [
     "AzureOpenAIClient",
     "AzureOpenAIError",
     "BadRequestError",
+    "ByteSource",
+    "BytesSource",
     "ChatCompletion",
     "Checkpoint",
     "Completion",
@@ -79,6 +86,9 @@ __all__ = [
     "RateLimitError",
     "RetryTransport",
     "StaticTokenCredential",
+    "Surface",
     "UnsupportedFeatureError",
+    "Upload",
+    "UploadPart",
     "error_from_response",
 ]

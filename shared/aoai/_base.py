@@ -114,11 +114,14 @@ class BaseClient:
         idempotent: bool | None = None,
         stream: bool = False,
         allow: tuple[int, ...] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send and return a < 400 response (or one whose status is in ``allow``); raise the hierarchy otherwise."""
         self._check_origin(url)
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
-        request = self._http.build_request(method, url, params=clean_params or None, json=json, files=files, data=data)
+        request = self._http.build_request(
+            method, url, params=clean_params or None, json=json, files=files, data=data, headers=headers
+        )
         if idempotent is not None:
             request.extensions["idempotent"] = idempotent
         try:
@@ -166,12 +169,14 @@ class BaseClient:
     def _parse(self, model: type[M], response: httpx.Response) -> M:
         return self._validate(model, self._json(response), response)
 
-    def _paginate(self, path: str, model: type[M], params: Mapping[str, Any]) -> Iterator[M]:
+    def _paginate(
+        self, path: str, model: type[M], params: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Iterator[M]:
         """Yield every item of a ``{data, has_more}`` list, asking again with ``after=<last id>``."""
         after: str | None = None
         seen: set[str] = set()
         while True:
-            response = self._send("GET", path, params={**params, "after": after})
+            response = self._send("GET", path, params={**params, "after": after}, headers=headers)
             page = self._json(response)
             if not isinstance(page, dict):
                 raise APIResponseValidationError(

@@ -9,6 +9,10 @@ Data plane (``/openai/...?api-version=``):
   ``trainingType`` with this version;
 * ``2023-05-15`` - the old GA, still answered (results.csv in the legacy columns).
 
+The v1 surface (``/openai/v1/...``, no ``api-version``; spec ``specification/ai/data-plane/OpenAI.v1/``) is a
+*surface*, not a version: it defines every field above and ``metadata`` on jobs, has no files import (content
+is uploaded: ``POST /files`` or the Uploads API) and is the only surface of a Foundry project endpoint.
+
 A request that needs a field its api-version lacks is sent with the preview version when the caller has one,
 else refused *before sending* (:class:`UnsupportedFeatureError`): the client never sends a field on an
 api-version that does not define it. Sources for every row: docs/azure-openai-contract.md.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Literal
 
 __all__ = [
     "ARM_DEVELOPER_TIER",
@@ -31,10 +36,14 @@ __all__ = [
     "DEVELOPER_TIER_SKUS",
     "GA",
     "LEGACY",
+    "SURFACE_SETTING",
+    "SURFACES",
+    "V1",
     "PREVIEW",
     "PREVIEW_SETTING",
     "GA_FILE_PURPOSES",
     "Feature",
+    "Surface",
     "UnsupportedFeatureError",
     "arm_version_for_sku",
     "choose",
@@ -57,6 +66,13 @@ DEVELOPER_TIER_SKUS = frozenset({"developertier"})
 PREVIEW_SETTING = "AZURE_OPENAI_PREVIEW_API_VERSION"
 """The app setting that names the preview api-version the app may use for preview-only fields."""
 
+Surface = Literal["versioned", "v1"]
+"""``versioned``: ``/openai/...?api-version=``; ``v1``: ``/openai/v1/...`` without one."""
+V1: Surface = "v1"
+SURFACES: tuple[Surface, ...] = ("versioned", "v1")
+SURFACE_SETTING = "AZURE_OPENAI_API_SURFACE"
+"""The app setting that chooses the data-plane surface."""
+
 
 class Feature(StrEnum):
     """Request features that only some api-versions define."""
@@ -69,6 +85,12 @@ class Feature(StrEnum):
     PAUSE_RESUME = "pause/resume"
     FILE_PURPOSE = "file purpose"
     """A file purpose the GA upload enum lacks (e.g. ``evals``, for the preview's Evaluations API)."""
+    METADATA = "metadata"
+    """``metadata`` (16 string pairs) on a job create: the v1 surface only."""
+    FILE_IMPORT = "files import"
+    """``POST /files/import`` (the service fetches a URL): the versioned surface only."""
+    UPLOADS = "uploads"
+    """The Uploads API (create, parts, complete): used on the v1 surface only."""
 
 
 GA_FILE_PURPOSES = frozenset({"fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch"})
@@ -80,7 +102,12 @@ def purpose_features(purpose: str) -> list[Feature]:
     return [] if purpose in GA_FILE_PURPOSES else [Feature.FILE_PURPOSE]
 
 
-_PREVIEW_ONLY = frozenset(Feature)
+_PREVIEW_ONLY = frozenset(
+    {Feature.TRAINING_TYPE, Feature.METHOD, Feature.INTEGRATIONS, Feature.PAUSE_RESUME, Feature.FILE_PURPOSE}
+)
+V1_ONLY = frozenset({Feature.METADATA, Feature.UPLOADS})
+"""Features no dated api-version has: asking for them on the versioned surface names AZURE_OPENAI_API_SURFACE."""
+VERSIONED_ONLY = frozenset({Feature.FILE_IMPORT})
 
 
 def is_preview(version: str) -> bool:
@@ -88,7 +115,12 @@ def is_preview(version: str) -> bool:
 
 
 def supports(version: str, feature: Feature) -> bool:
-    """Whether ``version`` defines ``feature`` (the v1 surface's ``preview`` does; GA and legacy do not)."""
+    """Whether ``version`` defines ``feature`` (``v1``: the v1 surface; dated versions: preview-only fields only
+    in a preview; the v1-only features in none of them)."""
+    if version == V1:
+        return feature not in VERSIONED_ONLY
+    if feature in V1_ONLY:
+        return False
     if feature not in _PREVIEW_ONLY:
         return True
     return is_preview(version)
@@ -104,12 +136,26 @@ class UnsupportedFeatureError(ValueError):
         self.features = tuple(features)
         self.api_version = api_version
         names = ", ".join(f.value for f in self.features)
-        super().__init__(
-            f"{names} {'is' if len(self.features) == 1 else 'are'} not part of api-version {api_version} "
-            f"(the GA create body has model, training_file, validation_file, hyperparameters, suffix and seed "
-            f"only): set {PREVIEW_SETTING} (e.g. {PREVIEW}) so the app sends such jobs with a preview "
-            "api-version, or remove the setting that asks for it"
-        )
+        verb = "is" if len(self.features) == 1 else "are"
+        if api_version == V1:
+            message = (
+                f"{names} {verb} not part of the v1 surface (specification/ai/data-plane/OpenAI.v1 has no files "
+                "import): upload the content instead, or set "
+                f"{SURFACE_SETTING}=versioned"
+            )
+        elif any(f in V1_ONLY for f in self.features):
+            message = (
+                f"{names} {verb} not part of any dated api-version ({api_version} included): set "
+                f"{SURFACE_SETTING}=v1 to use the v1 surface, or remove the setting that asks for it"
+            )
+        else:
+            message = (
+                f"{names} {verb} not part of api-version {api_version} (the GA create body has model, "
+                f"training_file, validation_file, hyperparameters, suffix and seed only): set {PREVIEW_SETTING} "
+                f"(e.g. {PREVIEW}) so the app sends such jobs with a preview api-version, or remove the setting "
+                "that asks for it"
+            )
+        super().__init__(message)
 
 
 def choose(features: Iterable[Feature], *, api_version: str, preview_api_version: str | None) -> str:

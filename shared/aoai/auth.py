@@ -15,6 +15,7 @@ from azure.core.credentials import AccessToken, TokenCredential
 from pydantic import SecretStr
 
 __all__ = [
+    "AI_FOUNDRY_SCOPE",
     "COGNITIVE_SERVICES_SCOPE",
     "MANAGEMENT_SCOPE",
     "ApiKeyAuth",
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+AI_FOUNDRY_SCOPE = "https://ai.azure.com/.default"
+"""Entra ID scope of a Foundry project endpoint (``https://<resource>.services.ai.azure.com/api/projects/<p>``)."""
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 
 

@@ -6,6 +6,11 @@
         for event in aoai.jobs.events(job.id, newer_than=last_seen_event_id):
             ...
 
+Two surfaces (``surface=``): ``versioned`` (``/openai/...?api-version=``, the default) and ``v1``
+(``/openai/v1/...``, no api-version; the only surface of a Foundry project endpoint). On v1 there is no files
+import: content is uploaded (``files.upload_source``: ``POST /files``, or the Uploads API in parts), and jobs
+carry ``metadata``.
+
 Every call raises :mod:`shared.aoai.errors`; retries happen in :class:`shared.aoai.retry.RetryTransport`.
 Creates (``files.upload``, ``files.import_from_url``, ``jobs.create``) are marked non-idempotent: when their
 outcome is unknown the error has ``ambiguous=True`` and the caller reconciles by listing (see docs/client.md).
@@ -15,6 +20,7 @@ The deployments control plane lives in :mod:`shared.aoai.deployments` (re-export
 from __future__ import annotations
 
 import builtins
+import io
 import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import IO, Any
@@ -25,11 +31,13 @@ from pydantic import SecretStr
 
 from . import api_versions
 from ._base import BaseClient, seg
-from .api_versions import Feature
-from .auth import COGNITIVE_SERVICES_SCOPE, ApiKeyAuth, BearerTokenAuth
+from .api_versions import V1, Feature, Surface, UnsupportedFeatureError
+from .auth import ApiKeyAuth, BearerTokenAuth
 from .deployments import DeploymentPoller, DeploymentsClient
+from .endpoints import DataPlaneEndpoint
 from .errors import error_from_exception
 from .models import ChatCompletion, Checkpoint, Completion, DeletedFile, FileObject, FineTuningJob, JobEvent, Model
+from .uploads import DEFAULT_PART_BYTES, ByteSource, Uploads
 
 __all__ = ["AzureOpenAIClient", "DeploymentPoller", "DeploymentsClient", "Files", "Jobs", "Models"]
 
@@ -51,30 +59,31 @@ class Files:
         Non-idempotent: an ambiguous failure must be reconciled with :meth:`find_by_filename`.
         """
         body = {"purpose": purpose, "filename": filename, "content_url": content_url}
-        params = self._purpose_version(purpose)
+        params = self._c._params_for([Feature.FILE_IMPORT, *api_versions.purpose_features(purpose)])
         response = self._c._send("POST", "files/import", params=params, json=body, idempotent=False)
         return self._c._parse(FileObject, response)
 
-    def upload(self, filename: str, data: bytes | IO[bytes], purpose: str = "fine-tune") -> FileObject:
+    def upload(self, filename: str, data: bytes | IO[bytes] | io.RawIOBase, purpose: str = "fine-tune") -> FileObject:
         """``POST /files`` multipart. Non-idempotent (see :meth:`import_from_url`)."""
         response = self._c._send(
             "POST",
             "files",
-            params=self._purpose_version(purpose),
+            params=self._c._params_for(api_versions.purpose_features(purpose)),
             data={"purpose": purpose},
             files={"file": (filename, data, "application/octet-stream")},
             idempotent=False,
         )
         return self._c._parse(FileObject, response)
 
-    def _purpose_version(self, purpose: str) -> dict[str, str]:
-        """GA for the GA spec's purposes; a purpose it lacks (``evals``) goes with the preview api-version."""
-        version = api_versions.choose(
-            api_versions.purpose_features(purpose),
-            api_version=self._c.api_version,
-            preview_api_version=self._c.preview_api_version,
-        )
-        return {"api-version": version}
+    def upload_source(self, filename: str, source: ByteSource, purpose: str = "fine-tune") -> FileObject:
+        """Upload ``source`` without holding it in memory: one ``POST /files`` when it fits in one part
+        (``upload_part_bytes``), else the Uploads API (create, one part per range, complete).
+
+        Non-idempotent as a whole: on ``ambiguous=True`` reconcile with :meth:`find_by_filename`.
+        """
+        if source.size <= self._c.upload_part_bytes:
+            return self.upload(filename, source.reader(0, source.size), purpose=purpose)
+        return self._c.uploads.upload_in_parts(filename, source, purpose=purpose)
 
     def get(self, file_id: str) -> FileObject:
         return self._c._parse(FileObject, self._c._send("GET", f"files/{seg(file_id)}", params=self._c._version))
@@ -130,10 +139,12 @@ class Jobs:
         method: Mapping[str, Any] | None = None,
         training_type: str | None = None,
         integrations: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> FineTuningJob:
         """``POST /fine_tuning/jobs``. ``training_type`` is sent as Azure's top-level ``trainingType``
-        (``Standard``, ``GlobalStandard``, ``Developer``); ``extra`` is merged into the body last.
+        (``Standard``, ``GlobalStandard``, ``Developer``); ``metadata`` (v1 only: up to 16 pairs, keys of at
+        most 64 and values of at most 512 characters) tags the job; ``extra`` is merged into the body last.
 
         The api-version is chosen per request (:mod:`shared.aoai.api_versions`): ``trainingType``, a ``method``
         other than supervised and ``integrations`` exist only in the preview, so such a create is sent with
@@ -146,7 +157,11 @@ class Jobs:
             raise ValueError(f"suffix must be 1-40 characters of a-z A-Z 0-9 - _, got {suffix!r}")
         if seed is not None and not _INT32[0] <= seed <= _INT32[1]:
             raise ValueError(f"seed must be an int32, got {seed}")
-        version, method_out, hyper_out = self._plan_create(method, hyperparameters, training_type, integrations)
+        if metadata is not None:
+            _check_metadata(metadata)
+        version, method_out, hyper_out = self._plan_create(
+            method, hyperparameters, training_type, integrations, metadata
+        )
         body: dict[str, Any] = {"model": model, "training_file": training_file}
         optional: dict[str, Any] = {
             "validation_file": validation_file,
@@ -156,11 +171,12 @@ class Jobs:
             "method": method_out,
             "integrations": [dict(i) for i in integrations] if integrations is not None else None,
             "trainingType": training_type,
+            "metadata": dict(metadata) if metadata is not None else None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         body.update(extra or {})
         response = self._c._send(
-            "POST", "fine_tuning/jobs", params={"api-version": version}, json=body, idempotent=False
+            "POST", "fine_tuning/jobs", params=self._c._params(version), json=body, idempotent=False
         )
         return self._c._parse(FineTuningJob, response)
 
@@ -170,9 +186,11 @@ class Jobs:
         method: Mapping[str, Any] | None = None,
         training_type: str | None = None,
         integrations: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
-        """The api-version :meth:`create` would use; raises ``UnsupportedFeatureError`` before any upload."""
-        return self._plan_create(method, None, training_type, integrations)[0]
+        """The api-version :meth:`create` would use (``v1`` on the v1 surface); raises ``UnsupportedFeatureError``
+        before any upload."""
+        return self._plan_create(method, None, training_type, integrations, metadata)[0]
 
     def _plan_create(
         self,
@@ -180,6 +198,7 @@ class Jobs:
         hyperparameters: Mapping[str, Any] | None,
         training_type: str | None,
         integrations: Sequence[Mapping[str, Any]] | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
         """(api-version, method to send, top-level hyperparameters to send).
 
@@ -191,12 +210,12 @@ class Jobs:
             features.append(Feature.TRAINING_TYPE)
         if integrations is not None:
             features.append(Feature.INTEGRATIONS)
+        if metadata is not None:
+            features.append(Feature.METADATA)
         method_type = (method or {}).get("type")
         if method is not None and method_type != "supervised":
             features.append(Feature.METHOD)
-        version = api_versions.choose(
-            features, api_version=self._c.api_version, preview_api_version=self._c.preview_api_version
-        )
+        version = self._c._choose(features)
         hyper = dict(hyperparameters) if hyperparameters is not None else None
         if method is None:
             return version, None, hyper
@@ -231,6 +250,14 @@ class Jobs:
             and (job.model == model or model.startswith(job.model) or job.model.startswith(model))
         ]
 
+    def find_by_metadata(self, key: str, value: str) -> builtins.list[FineTuningJob]:
+        """Jobs whose ``metadata[key]`` is exactly ``value``, oldest first (v1: how a job create is reconciled).
+
+        Lists every job (pages of 100) and compares here: the v1 spec's list takes ``after`` and ``limit`` only.
+        """
+        found = [job for job in self.list(limit=100) if (job.metadata or {}).get(key) == value]
+        return sorted(found, key=lambda j: j.created_at or 0)
+
     def cancel(self, job_id: str) -> FineTuningJob:
         """``POST .../cancel``: cancelling twice is harmless, so this is retried like a read."""
         response = self._c._send(
@@ -253,10 +280,7 @@ class Jobs:
         return self._c._parse(FineTuningJob, response)
 
     def _pause_version(self) -> dict[str, str]:
-        version = api_versions.choose(
-            [Feature.PAUSE_RESUME], api_version=self._c.api_version, preview_api_version=self._c.preview_api_version
-        )
-        return {"api-version": version}
+        return self._c._params_for([Feature.PAUSE_RESUME])
 
     def delete(self, job_id: str) -> None:
         self._c._send("DELETE", f"fine_tuning/jobs/{seg(job_id)}", params=self._c._version)
@@ -280,6 +304,15 @@ class Jobs:
         return self._c._paginate(
             f"fine_tuning/jobs/{seg(job_id)}/checkpoints", Checkpoint, {**self._c._version, "limit": limit}
         )
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> None:
+    """The v1 spec's rule for ``metadata``: at most 16 pairs; string keys up to 64, string values up to 512."""
+    if len(metadata) > 16:
+        raise ValueError(f"metadata holds at most 16 pairs, got {len(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not 1 <= len(key) <= 64 or len(value) > 512:
+            raise ValueError(f"metadata keys are 1-64 characters and values at most 512 (strings): {key!r}")
 
 
 class Models:
@@ -309,16 +342,22 @@ class AzureOpenAIClient(BaseClient):
         self,
         endpoint: str,
         *,
+        surface: Surface = "versioned",
         api_version: str = DEFAULT_API_VERSION,
         preview_api_version: str | None = DEFAULT_PREVIEW_API_VERSION,
         api_key: SecretStr | str | None = None,
         credential: TokenCredential | None = None,
+        token_scope: str | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float | httpx.Timeout | None = None,
         max_retries: int = 3,
+        upload_part_bytes: int = DEFAULT_PART_BYTES,
     ) -> None:
         if (api_key is None) == (credential is None):
             raise ValueError("give exactly one of api_key or credential")
+        if upload_part_bytes < 1:
+            raise ValueError(f"upload_part_bytes must be positive, got {upload_part_bytes}")
+        self.endpoint = DataPlaneEndpoint.parse(endpoint, surface)
         auth: httpx.Auth
         secrets: tuple[str, ...] = ()
         if api_key is not None:
@@ -327,20 +366,44 @@ class AzureOpenAIClient(BaseClient):
             secrets = (key.get_secret_value(),)
         else:
             assert credential is not None
-            auth = BearerTokenAuth(credential, COGNITIVE_SERVICES_SCOPE)
+            auth = BearerTokenAuth(credential, token_scope or self.endpoint.default_scope)
         self.auth = auth
-        root = endpoint.rstrip("/")
-        if not root.endswith("/openai"):
-            root += "/openai"
         super().__init__(
-            root + "/", auth=auth, transport=transport, timeout=timeout, max_retries=max_retries, secrets=secrets
+            self.endpoint.base_url,
+            auth=auth,
+            transport=transport,
+            timeout=timeout,
+            max_retries=max_retries,
+            secrets=secrets,
         )
+        self.surface: Surface = surface
         self.api_version = api_version
         self.preview_api_version = preview_api_version or None
-        self._version = {"api-version": api_version}
+        self.upload_part_bytes = upload_part_bytes
+        self._version: dict[str, str] = {} if surface == V1 else {"api-version": api_version}
         self.files = Files(self)
         self.jobs = Jobs(self)
         self.models = Models(self)
+        self.uploads = Uploads(self)
+
+    # -- which api-version a request goes with -----------------------------------------------------------
+    def _choose(self, features: Sequence[Feature]) -> str:
+        """``v1`` on the v1 surface (which has every feature but the files import), else the dated version
+        :func:`shared.aoai.api_versions.choose` picks. Raises ``UnsupportedFeatureError`` before sending."""
+        if self.surface == V1:
+            missing = [f for f in features if not api_versions.supports(V1, f)]
+            if missing:
+                raise UnsupportedFeatureError(missing, V1)
+            return V1
+        return api_versions.choose(features, api_version=self.api_version, preview_api_version=self.preview_api_version)
+
+    @staticmethod
+    def _params(version: str) -> dict[str, str]:
+        """The query of a request sent with ``version``: nothing on v1 (the surface needs no api-version)."""
+        return {} if version == V1 else {"api-version": version}
+
+    def _params_for(self, features: Sequence[Feature]) -> dict[str, str]:
+        return self._params(self._choose(features))
 
     def chat_completions(
         self,
@@ -359,7 +422,11 @@ class AzureOpenAIClient(BaseClient):
             body["temperature"] = temperature
         body.update(extra or {})
         response = self._send(
-            "POST", f"deployments/{seg(deployment)}/chat/completions", params=self._version, json=body, idempotent=True
+            "POST",
+            self._inference_path(deployment, "chat/completions", body),
+            params=self._version,
+            json=body,
+            idempotent=True,
         )
         return self._parse(ChatCompletion, response)
 
@@ -380,6 +447,17 @@ class AzureOpenAIClient(BaseClient):
             body["temperature"] = temperature
         body.update(extra or {})
         response = self._send(
-            "POST", f"deployments/{seg(deployment)}/completions", params=self._version, json=body, idempotent=True
+            "POST",
+            self._inference_path(deployment, "completions", body),
+            params=self._version,
+            json=body,
+            idempotent=True,
         )
         return self._parse(Completion, response)
+
+    def _inference_path(self, deployment: str, operation: str, body: dict[str, Any]) -> str:
+        """Versioned: ``deployments/{name}/{operation}``; v1: ``{operation}`` with ``model`` = the deployment."""
+        if self.surface == V1:
+            body.setdefault("model", deployment)
+            return operation
+        return f"deployments/{seg(deployment)}/{operation}"

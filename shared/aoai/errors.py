@@ -33,7 +33,8 @@ The class of an :class:`APIStatusError` comes from the service error ``code`` fi
 deployment cap), then from the HTTP status. :func:`error_from_response` reads both envelopes:
 
 - data plane: ``{"error": {"code", "message", "param"?, "type"?, "innererror"?}}`` (codes such as
-  ``invalidPayload``, or numeric strings from the gateway such as ``"429"``);
+  ``invalidPayload``, or numeric strings from the gateway such as ``"429"``); v1's ``{"error": {"code" (may be
+  null), "message", "param", "type": "error", "inner_error"?}}``;
 - ARM: ``{"error": {"code", "message", "target", "details", "additionalInfo"}}``;
 - the API gateway's ``{"statusCode": 401, "message": "..."}``, and a non-JSON body.
 """
@@ -280,7 +281,10 @@ def _parse_envelope(body: Any) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     err = body.get("error")
     if isinstance(err, dict):
-        code = _str_or_none(err.get("code")) or _str_or_none(err.get("type"))
+        # v1 (AzureErrorResponse / OpenAI.Error): code may be null, and ``type`` is "error" or an OpenAI type
+        # ("invalid_request_error"); a type is the code only when there is no code and it says more than "error".
+        kind = _str_or_none(err.get("type"))
+        code = _str_or_none(err.get("code")) or (kind if kind and kind != "error" else None)
         message = _str_or_none(err.get("message"))
         param = _str_or_none(err.get("param")) or _str_or_none(err.get("target"))
         inner = err.get("innererror") or err.get("innerError") or err.get("inner_error")

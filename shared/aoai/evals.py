@@ -1,9 +1,11 @@
 """``/openai/evals``: evaluations, eval runs with a ``completions`` data source, and their output items.
 
-The Evals API is a preview surface of the data plane: every call here sends ``api-version=2025-04-01-preview``
-(Azure OpenAI authoring reference, "Evaluation - Create / Getrun / Getrunoutputitems"), whatever the client's
-own api-version. Creates are non-idempotent (an ambiguous failure is reconciled by listing: evals by their
-``metadata.run_id`` and name, runs by name).
+The Evals API is a preview surface of the data plane: on the versioned surface every call here sends
+``api-version=2025-04-01-preview`` (Azure OpenAI authoring reference, "Evaluation - Create / Getrun /
+Getrunoutputitems"), whatever the client's own api-version; on the v1 surface none, and the ``aoai-evals:
+preview`` header the v1 spec asks for (``specification/ai/data-plane/OpenAI.v1``). Creates are
+non-idempotent (an ambiguous failure is reconciled by listing: evals by their ``metadata.run_id`` and name, runs
+by name).
 
     evals = Evals(aoai)
     ev = evals.create(name=run_id, testing_criteria=[...], metadata={"run_id": run_id})
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._base import seg
+from .api_versions import V1
 
 if TYPE_CHECKING:
     from .client import AzureOpenAIClient
@@ -98,7 +101,9 @@ class OutputItem(_Wire):
 class Evals:
     def __init__(self, client: AzureOpenAIClient) -> None:
         self._c = client
-        self._version = {"api-version": EVALS_API_VERSION}
+        v1 = client.surface == V1
+        self._version = {} if v1 else {"api-version": EVALS_API_VERSION}
+        self._headers = {"aoai-evals": "preview"} if v1 else None
 
     def create(
         self,
@@ -118,17 +123,21 @@ class Evals:
             "testing_criteria": [dict(c) for c in testing_criteria],
             "metadata": dict(metadata or {}),
         }
-        response = self._c._send("POST", "evals", params=self._version, json=body, idempotent=False)
+        response = self._c._send(
+            "POST", "evals", params=self._version, headers=self._headers, json=body, idempotent=False
+        )
         return self._c._parse(Eval, response)
 
     def get(self, eval_id: str) -> Eval:
-        return self._c._parse(Eval, self._c._send("GET", f"evals/{seg(eval_id)}", params=self._version))
+        return self._c._parse(
+            Eval, self._c._send("GET", f"evals/{seg(eval_id)}", params=self._version, headers=self._headers)
+        )
 
     def list(self) -> Iterator[Eval]:
-        return self._c._paginate("evals", Eval, {**self._version, "limit": 100})
+        return self._c._paginate("evals", Eval, {**self._version, "limit": 100}, self._headers)
 
     def delete(self, eval_id: str) -> None:
-        self._c._send("DELETE", f"evals/{seg(eval_id)}", params=self._version)
+        self._c._send("DELETE", f"evals/{seg(eval_id)}", params=self._version, headers=self._headers)
 
     def create_run(
         self,
@@ -153,21 +162,31 @@ class Evals:
             "metadata": dict(metadata or {}),
         }
         response = self._c._send(
-            "POST", f"evals/{seg(eval_id)}/runs", params=self._version, json=body, idempotent=False
+            "POST",
+            f"evals/{seg(eval_id)}/runs",
+            params=self._version,
+            headers=self._headers,
+            json=body,
+            idempotent=False,
         )
         return self._c._parse(EvalRun, response)
 
     def get_run(self, eval_id: str, run_id: str) -> EvalRun:
-        response = self._c._send("GET", f"evals/{seg(eval_id)}/runs/{seg(run_id)}", params=self._version)
+        response = self._c._send(
+            "GET", f"evals/{seg(eval_id)}/runs/{seg(run_id)}", params=self._version, headers=self._headers
+        )
         return self._c._parse(EvalRun, response)
 
     def list_runs(self, eval_id: str) -> Iterator[EvalRun]:
-        return self._c._paginate(f"evals/{seg(eval_id)}/runs", EvalRun, {**self._version, "limit": 100})
+        return self._c._paginate(f"evals/{seg(eval_id)}/runs", EvalRun, {**self._version, "limit": 100}, self._headers)
 
     def delete_run(self, eval_id: str, run_id: str) -> None:
-        self._c._send("DELETE", f"evals/{seg(eval_id)}/runs/{seg(run_id)}", params=self._version)
+        self._c._send("DELETE", f"evals/{seg(eval_id)}/runs/{seg(run_id)}", params=self._version, headers=self._headers)
 
     def output_items(self, eval_id: str, run_id: str) -> Iterator[OutputItem]:
         return self._c._paginate(
-            f"evals/{seg(eval_id)}/runs/{seg(run_id)}/output_items", OutputItem, {**self._version, "limit": 100}
+            f"evals/{seg(eval_id)}/runs/{seg(run_id)}/output_items",
+            OutputItem,
+            {**self._version, "limit": 100},
+            self._headers,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AsyncOperation",
@@ -30,6 +30,8 @@ __all__ = [
     "JobStatus",
     "Model",
     "ProvisioningState",
+    "Upload",
+    "UploadPart",
 ]
 
 
@@ -83,6 +85,33 @@ class DeletedFile(_Wire):
     id: str
     object: str = "file"
     deleted: bool = True
+
+
+UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
+
+
+class Upload(_Wire):
+    """``object: "upload"`` (Uploads API, v1): ``file`` is the File once the upload is ``completed``."""
+
+    id: str
+    object: str = "upload"
+    bytes: int | None = None
+    created_at: int | None = None
+    expires_at: int | None = None
+    filename: str | None = None
+    purpose: str | None = None
+    status: UploadStatus
+    file: FileObject | None = None
+
+
+class UploadPart(_Wire):
+    """``object: "upload.part"``; Azure adds ``azure_block_id`` (the storage block the part became)."""
+
+    id: str
+    object: str = "upload.part"
+    created_at: int | None = None
+    upload_id: str | None = None
+    azure_block_id: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- jobs
@@ -172,13 +201,24 @@ class FineTuningJob(_Wire):
     estimated_finish: int | None = None
     hyperparameters: dict[str, Any] | None = None
     suffix: str | None = None
+    """The suffix asked for: ``suffix`` on the versioned surface, ``user_provided_suffix`` on v1."""
     seed: int | None = None
     method: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    """v1 only: the pairs the job was created with."""
 
     @field_validator("status", mode="before")
     @classmethod
     def _status(cls, value: Any) -> Any:
         return _canonical(value, _JOB_STATUSES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v1_suffix(cls, data: Any) -> Any:
+        """v1 (OpenAI's shape) names the suffix asked for ``user_provided_suffix``."""
+        if isinstance(data, dict) and data.get("suffix") is None and data.get("user_provided_suffix") is not None:
+            return {**data, "suffix": data["user_provided_suffix"]}
+        return data
 
     @property
     def state(self) -> JobState:

@@ -1,0 +1,150 @@
+"""The client on the v1 surface and on Foundry project endpoints: what goes on the wire, against a MockTransport
+(and the Uploads API against the emulator). Rules: docs/azure-openai-contract.md, "The v1 surface"."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from azure.core.credentials import AccessToken
+
+from shared.aoai import (
+    AI_FOUNDRY_SCOPE,
+    COGNITIVE_SERVICES_SCOPE,
+    AzureOpenAIClient,
+    BadRequestError,
+    BytesSource,
+    NotFoundError,
+    RetryTransport,
+    UnsupportedFeatureError,
+)
+from shared.aoai.endpoints import DataPlaneEndpoint, is_project_endpoint
+from tests.emulator.conftest import chat_jsonl
+from tests.harness.emulator import EmulatorProcess
+
+from .conftest import API_KEY, SAS_URL, Script, Sleeps, jresp
+
+MakeClient = Callable[..., tuple[AzureOpenAIClient, Script]]
+PROJECT = "https://contoso.services.ai.azure.com/api/projects/team-a"
+JOB = {"id": "ftjob-1", "object": "fine_tuning.job", "status": "validating_files", "model": "m",
+       "training_file": "file-1", "user_provided_suffix": "s", "metadata": {"run_id": "r1"}}
+
+
+def _client(sleeps: Sleeps, script: Script, endpoint: str = "https://unit.openai.azure.com", **kw: Any
+            ) -> AzureOpenAIClient:
+    transport = RetryTransport(httpx.MockTransport(script), sleep=sleeps, rng=lambda: 0.0)
+    kw.setdefault("api_key", API_KEY)
+    return AzureOpenAIClient(endpoint, surface="v1", transport=transport, **kw)
+
+
+def test_v1_paths_carry_no_api_version_and_the_job_its_metadata(sleeps: Sleeps) -> None:
+    script = Script(jresp(200, JOB))
+    client = _client(sleeps, script)
+    dpo = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}
+    job = client.jobs.create(model="m", training_file="file-1", suffix="s", training_type="Standard", method=dpo,
+                             metadata={"run_id": "r1"})
+    sent = script.requests[0]
+    assert str(sent.url) == "https://unit.openai.azure.com/openai/v1/fine_tuning/jobs"  # no api-version at all
+    body = json.loads(sent.content)
+    assert body["metadata"] == {"run_id": "r1"} and body["trainingType"] == "Standard"
+    assert body["method"]["type"] == "dpo"
+    assert job.suffix == "s" and job.metadata == {"run_id": "r1"}  # user_provided_suffix read as the suffix
+    client.jobs.pause("ftjob-1")
+    client.chat_completions("my-deployment", [{"role": "user", "content": "hi"}])
+    assert [str(r.url) for r in script.requests[1:]] == [
+        "https://unit.openai.azure.com/openai/v1/fine_tuning/jobs/ftjob-1/pause",
+        "https://unit.openai.azure.com/openai/v1/chat/completions",  # v1 inference: model = the deployment
+    ]
+    assert json.loads(script.requests[2].content)["model"] == "my-deployment"
+    assert client.jobs.api_version_for_create(metadata={"run_id": "r1"}) == "v1"
+
+
+def test_each_surface_refuses_what_it_lacks_before_sending(sleeps: Sleeps, make_client: MakeClient) -> None:
+    script = Script(jresp(200, JOB))
+    v1 = _client(sleeps, script)
+    with pytest.raises(UnsupportedFeatureError, match="v1 surface") as no_import:
+        v1.files.import_from_url("a.jsonl", SAS_URL)
+    assert "files import" in str(no_import.value)
+    versioned, wire = make_client(jresp(201, JOB))
+    with pytest.raises(UnsupportedFeatureError, match="AZURE_OPENAI_API_SURFACE=v1"):
+        versioned.jobs.create(model="m", training_file="file-1", metadata={"run_id": "r1"})
+    with pytest.raises(UnsupportedFeatureError):
+        versioned.uploads.create("a.jsonl", 10)
+    with pytest.raises(ValueError, match="16 pairs"):
+        v1.jobs.create(model="m", training_file="file-1", metadata={f"k{i}": "v" for i in range(17)})
+    assert script.count == 0 and wire.count == 0
+
+
+def test_reconcile_by_metadata_is_exact(sleeps: Sleeps) -> None:
+    other = {**JOB, "id": "ftjob-2", "metadata": {"run_id": "r10"}}
+    none = {**JOB, "id": "ftjob-3", "metadata": None}
+    script = Script(jresp(200, {"object": "list", "data": [other, none, JOB], "has_more": False}))
+    found = _client(sleeps, script).jobs.find_by_metadata("run_id", "r1")
+    assert [j.id for j in found] == ["ftjob-1"]
+    assert script.requests[0].url.params["limit"] == "100" and "api-version" not in script.requests[0].url.params
+
+
+def test_v1_error_envelope_maps_into_the_hierarchy(sleeps: Sleeps) -> None:
+    script = Script(
+        jresp(404, {"error": {"code": "notFound", "message": "no such job", "param": None, "type": "error"}}),
+        jresp(400, {"error": {"code": None, "message": "bad", "param": "seed", "type": "invalid_request_error"}}),
+        jresp(429, {"error": {"code": "insufficient_quota", "message": "quota", "param": None, "type": "error"}}),
+    )
+    client = _client(sleeps, script, max_retries=0)
+    with pytest.raises(NotFoundError) as missing:
+        client.jobs.get("x")
+    assert missing.value.code == "notFound" and missing.value.message == "no such job"
+    with pytest.raises(BadRequestError) as bad:
+        client.jobs.get("x")
+    assert bad.value.code == "invalid_request_error" and bad.value.param == "seed"  # code null: the type
+    from shared.aoai import InsufficientQuotaError
+
+    with pytest.raises(InsufficientQuotaError):
+        client.jobs.get("x")
+
+
+class _Credential:
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.extend(scopes)
+        return AccessToken("tok", int(time.time()) + 3600)
+
+
+def test_a_project_endpoint_is_v1_with_its_own_token_scope(sleeps: Sleeps) -> None:
+    assert is_project_endpoint(PROJECT) and is_project_endpoint(PROJECT + "/openai/v1/")
+    assert not is_project_endpoint("https://contoso.openai.azure.com")
+    credential = _Credential()
+    script = Script(jresp(200, JOB))
+    client = _client(sleeps, script, PROJECT + "/openai/v1", api_key=None, credential=credential)
+    client.jobs.get("ftjob-1")
+    assert str(script.requests[0].url) == f"{PROJECT}/openai/v1/fine_tuning/jobs/ftjob-1"
+    assert credential.scopes == [AI_FOUNDRY_SCOPE] and script.requests[0].headers["authorization"] == "Bearer tok"
+    resource = _Credential()
+    _client(sleeps, Script(jresp(200, JOB)), credential=resource, api_key=None).jobs.get("ftjob-1")
+    assert resource.scopes == [COGNITIVE_SERVICES_SCOPE]
+    with pytest.raises(ValueError, match="AZURE_OPENAI_API_SURFACE=v1"):
+        DataPlaneEndpoint.parse(PROJECT, "versioned")
+
+
+def test_upload_source_streams_parts_through_the_uploads_api(emulator: EmulatorProcess) -> None:
+    content = chat_jsonl(30)
+    part = len(content) // 4 + 1
+    start = len(emulator.log_text().splitlines())
+    with AzureOpenAIClient(emulator.base_url, surface="v1", api_key=emulator.api_key, upload_part_bytes=part) as client:
+        source = BytesSource(content, chunk_size=97)  # chunks that do not line up with the parts
+        uploaded = client.files.upload_source("parts.jsonl", source)
+        assert uploaded.filename == "parts.jsonl" and uploaded.bytes == len(content)
+        assert client.files.content(uploaded.id) == content
+        small = client.files.upload_source("small.jsonl", BytesSource(content[:part]))  # one part: POST /files
+        assert small.bytes == part
+    log = emulator.log_text().splitlines()[start:]
+    assert sum(" POST /openai/v1/uploads 200" in line for line in log) == 1
+    assert sum(" POST /openai/v1/uploads/" in line and "/parts 200" in line for line in log) == 4  # ceil(len / part)
+    assert sum("/complete 200" in line for line in log) == 1
+    assert sum(" POST /openai/v1/files 200" in line for line in log) == 1
