@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.listen(128)
     sock.set_inheritable(True)
     app = build_app(config)
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                           date_header=False))
     server.run(sockets=[sock])
     return 0
 

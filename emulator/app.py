@@ -19,6 +19,7 @@ import copy
 import logging
 import re
 import time
+from email.utils import formatdate
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, controlplane, dataplane, evals, inference, uploads
+from . import admin, clock, controlplane, dataplane, evals, inference, uploads
 from .config import Config
 from .errors import ACCESS_DENIED, ApiError, ArmError, is_v1, not_found
 from .faults import Faults
@@ -95,6 +96,10 @@ class Gateway:
         async def record(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                # The Date header tells the time on the emulator's clock (the server's own is off: __main__).
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", formatdate(clock.now(), usegmt=True).encode("latin-1")))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -283,15 +283,22 @@ def admit(services: Services, runs: Iterable[ActiveRun]) -> list[str]:
 
 def place(services: Services, run_id: str) -> Place | None:
     """Where a waiting run stands in the queue and why (None when it is not queued)."""
+    return places(services).get(run_id)
+
+
+def places(services: Services) -> dict[str, Place]:
+    """Every queued run's place and why, from one read of the ledger (the runs table, `status`)."""
     doc = read_ledger(services)
     queue = doc["queue"]
-    if run_id not in queue:
-        return None
+    if not queue:
+        return {}
     order = _order(queue)
-    position = order.index(run_id) + 1
     head = doc.get("blocked") or queue[order[0]]["reason"]
-    reason = head if position == 1 else f"{position - 1} run(s) ahead of it; the first waits for: {head}"
-    return Place(position, len(order), reason)
+    out: dict[str, Place] = {}
+    for index, run_id in enumerate(order):
+        reason = head if index == 0 else f"{index} run(s) ahead of it; the first waits for: {head}"
+        out[run_id] = Place(index + 1, len(order), reason)
+    return out
 
 
 def back_to_waiting(services: Services, run_id: str, code: str, message: str, limit: str) -> RunRecord:

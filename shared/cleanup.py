@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from shared.aoai import NotFoundError
-from shared.runs import HistoryEntry, RunRecord, utcnow
+from shared.retention import mark_deployment_deleted
+from shared.runs import HistoryEntry, RetentionEntry, RunRecord, utcnow
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,11 @@ def cleanup_run(services: Services, run_id: str, *, deployment: bool = True, fil
 
         def note(r: RunRecord) -> bool:
             if deployment and name and f"deleted deployment {name}" in done:
-                r.deployment.provisioning_state = "Deleted"  # the table and the API no longer say "deployed as"
+                # The run keeps its end state; its deployment reads Deleted (the table, the API, status say so).
+                mark_deployment_deleted(r, "cleanup: deleted by request")
+                now = utcnow()
+                r.retention.append(RetentionEntry(target="deployment", id=name, action="delete",
+                                                  reason="cleanup: deleted by request", at=now, removed_at=now))
             r.history.append(HistoryEntry(at=utcnow(), state=r.state, note="cleanup: " + "; ".join(done)))
             r.warn("cleaned_up", "cleaned up: " + "; ".join(done))
             return True

@@ -71,6 +71,11 @@ class Effect(Generic[T]):
     record: Callable[[RunRecord, T], None]
     """Write the result into the record (the same write that frees the lease)."""
     ident: Callable[[T], str]
+    on_ended: bool = False
+    """The effect acts on an ended run (a retention deletion): its lease and result are written onto the ended
+    record, and the run having ended does not make the answer surplus."""
+    creates: bool = True
+    """False for a deletion: a fenced-off holder's answer is nothing to delete again (never surplus)."""
 
 
 @dataclass
@@ -142,7 +147,7 @@ class EffectRunner:
         if isinstance(acquired, EffectResult):
             return acquired
         record, generation, must_reconcile = acquired
-        renewer = _Renewer(self, run_id, effect.key, token, generation, max_hold)
+        renewer = _Renewer(self, run_id, effect.key, token, generation, max_hold, on_ended=effect.on_ended)
         renewer.start()
         found: list[T] = []
         try:
@@ -199,12 +204,14 @@ class EffectRunner:
             )
             return True
 
-        record, _ = self.store.update(run_id, mutate)
+        record, _ = self.store.update(run_id, mutate, on_ended=effect.on_ended)
         if outcome is not None:
             return EffectResult(outcome, record)
+        if not generation:  # an ended run the effect may not touch
+            return EffectResult(EffectOutcome.GONE, record)
         return record, generation, must_reconcile
 
-    def renew(self, run_id: str, key: str, token: str, generation: int) -> bool:
+    def renew(self, run_id: str, key: str, token: str, generation: int, *, on_ended: bool = False) -> bool:
         """Extend the lease if it is still this holder's. False when fenced off (or the run ended)."""
         still_ours = False
 
@@ -217,7 +224,7 @@ class EffectRunner:
             lease.expires_at = utcnow() + timedelta(seconds=self.lease_seconds)
             return True
 
-        self.store.update(run_id, mutate)
+        self.store.update(run_id, mutate, on_ended=on_ended)
         return still_ours
 
     def _release(self, run_id: str, key: str, token: str, generation: int, *, reconcile: bool) -> None:
@@ -245,7 +252,7 @@ class EffectRunner:
             lease = r.leases.get(effect.key)
             ours = lease is not None and lease.holder == token and lease.generation == generation
             current = effect.recorded(r)
-            keep = ours and current is None and effect.wanted(r) and not r.terminal
+            keep = ours and current is None and effect.wanted(r) and (effect.on_ended or not r.terminal)
             fenced = not keep and current != effect.ident(result)
             if keep:
                 effect.record(r, result)
@@ -257,7 +264,7 @@ class EffectRunner:
                       else f"late answer: the lease had passed to generation {lease.generation if lease else '?'}")
             )
             known = {s.id for s in r.surplus}
-            for obj in ([] if keep else [result]) + extras:
+            for obj in ([] if keep or not effect.creates else [result]) + extras:
                 ident = effect.ident(obj)
                 if ident != current and ident not in known:
                     log.warning("run %s: %s %s is surplus (%s)", run_id, effect.kind, ident, reason)
@@ -278,9 +285,11 @@ class EffectRunner:
 class _Renewer:
     """Renews a lease every third of the lease time while the request is in flight, for at most `max_hold`."""
 
-    def __init__(self, runner: EffectRunner, run_id: str, key: str, token: str, generation: int, max_hold: float):
+    def __init__(self, runner: EffectRunner, run_id: str, key: str, token: str, generation: int, max_hold: float,
+                 *, on_ended: bool = False):
         self.runner, self.run_id, self.key, self.token, self.generation = runner, run_id, key, token, generation
         self.max_hold = max_hold
+        self.on_ended = on_ended
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{key}", daemon=True)
 
@@ -301,7 +310,7 @@ class _Renewer:
                             self.key, self.max_hold)
                 return
             try:
-                if not self.runner.renew(self.run_id, self.key, self.token, self.generation):
+                if not self.runner.renew(self.run_id, self.key, self.token, self.generation, on_ended=self.on_ended):
                     log.warning("run %s: lease %s was taken over: this holder is fenced off", self.run_id, self.key)
                     return
             except Exception:  # noqa: BLE001 - a failed renewal is retried at the next interval

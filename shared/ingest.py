@@ -227,14 +227,16 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
 
     cost = _estimate_cost(services, report, spec, trained_examples)
     too_dear = costs.over_budget(cost, spec.max_training_cost)
-    if too_dear:  # before anything is uploaded
+    unbounded = hosting_limit(spec, cost)
+    refusal = ("cost_limit", too_dear) if too_dear else ("hosting_limit", unbounded) if unbounded else None
+    if refusal is not None:  # before anything is uploaded
+        code, why = refusal
 
         def refuse(r: RunRecord) -> None:
             r.spec, r.validation, r.cost = spec, summary, cost
-            r.error = RunError(code="cost_limit", message=too_dear)
+            r.error = RunError(code=code, message=why or "")
 
-        return store.advance(run_id, (RunState.VALIDATING,), RunState.REJECTED, f"cost_limit: {too_dear}"[:500],
-                             refuse)[0]
+        return store.advance(run_id, (RunState.VALIDATING,), RunState.REJECTED, f"{code}: {why}"[:500], refuse)[0]
 
     def start_importing(r: RunRecord) -> None:
         r.cost = cost
@@ -468,3 +470,24 @@ def _upload(services: Services, container: str, blob_name: str, stream: IO[bytes
     services.blobs.get_blob_client(container, blob_name).upload_blob(
         stream, overwrite=True, content_settings=ContentSettings(content_type="application/jsonl")
     )
+
+
+def hosting_limit(spec: RunSpec, cost: costs.CostEstimate) -> str | None:
+    """Why `max_hosting_hours` cannot be kept for this run (rejected before any upload), or None.
+
+    The retention timer deletes a deployment the pipeline made for the run once it has been up that many hours
+    (shared/retention.py), so the hours are bounded, except where the run would deploy and nothing would ever
+    delete it: `max_hosting_hours` 0 with deploying on, or `serve_as` (the model is promoted onto a serving
+    deployment that the pipeline never deletes on a timer)."""
+    hours = spec.max_hosting_hours
+    if hours is None or not spec.deployment.enabled:
+        return None
+    priced = (f" (estimated hosting {cost.estimated_hosting:.2f} {cost.currency} for {hours:g} hours)"
+              if cost.estimated_hosting is not None else "")
+    if hours == 0:
+        return "max_hosting_hours is 0 but the run deploys: set deploy=false to train without a deployment"
+    if spec.serve_as:
+        return (f"max_hosting_hours {hours:g}{priced} cannot be kept: the model would be promoted onto the serving "
+                f"deployment {spec.serve_as}, which the pipeline never deletes on a timer; drop serve_as (the run "
+                "gets a deployment of its own) or max_hosting_hours")
+    return None

@@ -83,6 +83,21 @@ class DeploymentSpec(_Model):
     """ARM id of the resource that trained the model, for a model trained elsewhere."""
 
 
+class RetentionSpec(_Model):
+    """What the retention pass (shared/retention.py) deletes for this run. Unset fields come from the app's
+    `RETENTION_*` settings, so a profile says only where it differs."""
+
+    delete_result_files: bool | None = None
+    """Delete the job's result files on the service once the metrics are stored (results.csv stays beside the run)."""
+    serving_days: float | None = Field(default=None, gt=0)
+    """A serving deployment idle or superseded this many days is reported (and deleted with `delete_serving`)."""
+    delete_serving: bool | None = None
+    """Delete (not only report) serving deployments idle or superseded for `serving_days`."""
+    artifacts_days: float | None = Field(default=None, gt=0)
+    """Delete the run's blobs (validation.json, results.csv, metrics, charts, eval files) this many days after it
+    ended; the record stays. Unset: kept."""
+
+
 class RunSpec(_Model):
     """What to train and how: from blob metadata, then the profile, then app settings."""
 
@@ -108,6 +123,8 @@ class RunSpec(_Model):
     evaluation: EvaluationSpec | None = None
     serve_as: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
     """The serving deployment a model that passed its evaluation is promoted onto."""
+    retention: RetentionSpec | None = None
+    """Per-run (profile, metadata) retention policy over the app's defaults."""
 
 
 class BlobRef(_Model):
@@ -276,6 +293,26 @@ class RunDeployment(_Model):
     attempts: int = 0
     last_error: RunError | None = None
     smoke_test: SmokeTest | None = None
+    deleted_at: datetime | None = None
+    """When the deployment was deleted (cleanup, retention, max_hosting_hours) or found gone; `provisioning_state`
+    then reads `Deleted`. The run keeps its end state (`deployed` says it was deployed; this says it no longer is)."""
+    deleted_reason: str | None = None
+
+
+class RetentionEntry(_Model):
+    """One object the retention policy acted on (shared/retention.py): deleted once, or reported."""
+
+    target: Literal["result_file", "deployment", "candidate_deployment", "artifacts"]
+    id: str
+    """A file id, a deployment name, or the run's folder (`runs/<id>/`) for its artifacts."""
+    action: Literal["delete", "report", "gone"]
+    """delete: deleted by the pipeline; report: kept, reported (the policy does not delete it); gone: found deleted
+    by someone else (Azure deletes a fine-tuned deployment after 15 days without calls)."""
+    reason: str
+    at: datetime
+    removed_at: datetime | None = None
+    deleted: list[str] = Field(default_factory=list)
+    """For artifacts: the blob names deleted."""
 
 
 class ValidationSummary(_Model):
@@ -324,6 +361,8 @@ class RunRecord(_Model):
     leases: dict[str, Lease] = Field(default_factory=dict)
     """One per effect key (`import:training`, `job_create`, `deploy`, ...): see shared/effects.py."""
     surplus: list[SurplusObject] = Field(default_factory=list)
+    retention: list[RetentionEntry] = Field(default_factory=list)
+    """What the retention policy deleted or reported (shared/retention.py), one entry per object and action."""
     last_attempt: Attempt | None = None
     events_published: int | None = None
     """How many history entries have had their state-change events queued (None: not tracked, no notifier).
@@ -355,6 +394,18 @@ class RunRecord(_Model):
             or any(s.removed_at is None for s in self.surplus)
             or self.unannounced
         )
+
+    @property
+    def retains(self) -> bool:
+        """An ended run still holding something the retention pass may act on (its index tag `retain`)."""
+        if not self.terminal:
+            return False
+        done = {(e.target, e.id) for e in self.retention if e.action in ("delete", "gone")}
+        if self.deployment.name and self.deployment.deleted_at is None:
+            return True
+        if any(("result_file", f) not in done for f in self.job.result_files):
+            return True
+        return ("artifacts", f"runs/{self.id}/") not in done
 
     @property
     def unannounced(self) -> bool:

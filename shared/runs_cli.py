@@ -57,10 +57,14 @@ def add_run_commands(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="print the whole record as JSON")
     status.set_defaults(func=cmd_status)
 
-    cleanup = sub.add_parser("cleanup", help="delete a run's deployment and uploaded files (the model stays)")
-    cleanup.add_argument("run_id")
+    cleanup = sub.add_parser("cleanup", help="delete a run's deployment and uploaded files (the model stays), or "
+                             "apply the retention policy to every ended run (--policy)")
+    cleanup.add_argument("run_id", nargs="?")
     cleanup.add_argument("--keep-deployment", action="store_true")
     cleanup.add_argument("--keep-files", action="store_true")
+    cleanup.add_argument("--policy", action="store_true", help="apply the retention policy (shared/retention.py)")
+    cleanup.add_argument("--dry-run", action="store_true", help="with --policy: show what it would do, change nothing")
+    cleanup.add_argument("--json", action="store_true", help="with --policy: the rows as JSON")
     cleanup.set_defaults(func=cmd_cleanup)
 
     promote = sub.add_parser("promote", help="serve a run's model on its serving deployment (serve_as)")
@@ -204,17 +208,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         print("no runs yet")
         return 0
+    queued = {}
+    if any(s.state == RunState.WAITING.value for s in summaries):
+        from shared.admission import places
+
+        queued = places(services)  # one read of the admission ledger for every waiting run
     header = ("RUN", "STATE", "AGE", "BLOB", "PROFILE", "EXAMPLES", "JOB", "OUTCOME")
     rows = [
         (
             s.id,
-            s.state,
+            f"{s.state} (not serving)" if s.serving is False else s.state,
             _age(s.created_at),
             s.blob if len(s.blob) <= 40 else f"{s.blob[:18]}...{s.blob[-19:]}",
             s.profile or "-",
             str(s.examples) if s.examples is not None else "-",
             s.job_status or "-",
-            outcome(s),
+            (textwrap.shorten(f"position {queued[s.id].position} of {queued[s.id].of}: {queued[s.id].reason}", 90,
+                              placeholder=" ...") if s.id in queued else outcome(s)),
         )
         for s in summaries
     ]
@@ -228,9 +238,13 @@ def outcome(s: RunSummary, width: int = 90) -> str:
     """The last column of the runs table: what the run came to, in its state's terms (errors cut at a word)."""
     if s.error is not None:
         return textwrap.shorten(f"{s.error.code}: {s.error.message}", width, placeholder=" ...")
+    if s.waiting:
+        return textwrap.shorten(f"waiting, {s.waiting}", width, placeholder=" ...")
     if s.state == RunState.DEPLOYED.value and s.deployment:
-        if (s.deployment_state or "").lower() == "deleted":
-            return f"deployment {s.deployment} deleted (model {s.fine_tuned_model})"
+        if s.serving is False or (s.deployment_state or "").lower() == "deleted":
+            why = f": {s.deployment_deleted_reason}" if s.deployment_deleted_reason else ""
+            return textwrap.shorten(f"deployment {s.deployment} deleted{why} (model {s.fine_tuned_model} stays)",
+                                    width, placeholder=" ...")
         return f"deployed as {s.deployment}"
     if s.state == RunState.DEPLOYING.value and s.deployment:
         return f"deploying {s.deployment} ({s.deployment_state or 'starting'})"
@@ -240,6 +254,12 @@ def outcome(s: RunSummary, width: int = 90) -> str:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from shared.cleanup import cleanup_run
 
+    if args.policy:
+        return _cleanup_policy(args)
+    if args.dry_run:
+        raise CommandError("--dry-run goes with --policy")
+    if not args.run_id:
+        raise CommandError("cleanup needs a RUN_ID, or --policy")
     services = services_for(args)
     try:
         done = cleanup_run(services, args.run_id, deployment=not args.keep_deployment, files=not args.keep_files)
@@ -248,6 +268,31 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     except InvalidName as exc:
         raise CommandError(str(exc)) from None
     print("\n".join(done) if done else "nothing to clean up")
+    return 0
+
+
+def _cleanup_policy(args: argparse.Namespace) -> int:
+    """`cleanup --policy [--dry-run] [RUN_ID]`: the retention pass the timer runs, as a table."""
+    from shared.retention import retention_pass
+
+    services = services_for(args)
+    if args.run_id:
+        _load_run(services, args.run_id)
+    report = retention_pass(services, dry_run=args.dry_run, run_ids=[args.run_id] if args.run_id else None)
+    rows = [{"run": row.action.run_id, "object": f"{row.action.target} {row.action.id}", "reason": row.action.reason,
+             "action": row.outcome, **({"error": row.error} if row.error else {})} for row in report.rows]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"retention: nothing to do ({report.runs} ended runs looked at)")
+        return 0
+    header = {"run": "RUN", "object": "OBJECT", "reason": "REASON", "action": "ACTION"}
+    widths = {k: max(len(str(r[k])) for r in [header, *rows]) for k in ("run", "object", "action")}
+    for r in [header, *rows]:
+        print("  ".join(str(r[k]).ljust(widths[k]) for k in ("run", "object", "action")) + "  " + str(r["reason"]))
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{len(rows)} row(s) over {report.runs} ended run(s); {verb}: {report.counts()}")
     return 0
 
 

@@ -62,6 +62,7 @@ def _tags(record: RunRecord) -> dict[str, str]:
         "job_status": record.job.status or "-",
         "warned": "1" if record.job.queued_warning_sent else "0",
         "created": created_tag(record.created_at),  # the dashboard orders runs by it without reading them
+        "retain": "1" if record.retains else "0",  # the retention pass's query (shared/retention.py)
     }
 
 
@@ -285,6 +286,14 @@ class RunStore:
                     )
                 )
         return found
+
+    def retained_run_ids(self) -> list[str]:
+        """Ended runs that still hold something the retention policy may act on (one blob index query)."""
+        return [
+            str(blob.name)[len("runs/") : -len(RECORD_NAME) - 1]
+            for blob in self.container.find_blobs_by_tags("\"retain\"='1'")
+            if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
+        ]
 
     def active_run_ids(self) -> list[str]:
         return [run.run_id for run in self.active_runs()]

@@ -138,6 +138,24 @@ class Settings(BaseSettings):
         default=True, description="Delete a run's imported training/validation files once its job ended (the blobs "
         "stay): frees places of the resource's 50-file quota. Each deletion is recorded on the run.",
     )
+    retention_schedule: str = Field(
+        default="0 */15 * * * *", description="NCRONTAB of the retention timer (shared/retention.py): result files, "
+        "serving deployments idle or superseded, max_hosting_hours, artifacts.",
+    )
+    retention_delete_result_files: bool = Field(
+        default=True, description="Delete a job's result files on the service once the run's metrics are stored "
+        "(results.csv stays beside the run).",
+    )
+    retention_serving_days: float = Field(
+        default=7.0, gt=0,
+        description="A serving deployment idle (unchanged) or superseded this many days is reported.",
+    )
+    retention_delete_serving: bool = Field(
+        default=False, description="Also delete those deployments (default: report only; a profile may say so).",
+    )
+    retention_artifacts_days: float = Field(
+        default=0.0, ge=0, description="Delete a run's blobs this many days after it ended (0: keep them).",
+    )
     tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
     deploy_wait_seconds: float = Field(
         default=420.0,

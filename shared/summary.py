@@ -50,6 +50,11 @@ class RunSummary(BaseModel):
     deployment: str | None = None
     deployment_state: str | None = None
     deployed_model: str | None = None
+    serving: bool | None = None
+    """Whether the run's deployment still serves its model (False once deleted, replaced or gone; None: none)."""
+    deployment_deleted_reason: str | None = None
+    waiting: str | None = None
+    """Why a waiting run waits (its position when it started waiting; `status` shows the live one)."""
     smoke_test: str | None = None
     """passed / failed, once a smoke test ran."""
     verdict: str | None = None
@@ -112,6 +117,10 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
         deployment=deployment.name,
         deployment_state=deployment.provisioning_state,
         deployed_model=deployment.model,
+        serving=None if not deployment.name or not deployment.model else deployment.deleted_at is None,
+        deployment_deleted_reason=deployment.deleted_reason,
+        waiting=(f"position {record.waiting.position}: {record.waiting.reason}"
+                 if record.waiting is not None and record.state.value == "waiting" else None),
         smoke_test=deployment.smoke_test.status if deployment.smoke_test else None,
         verdict=verdict,
         evaluation=_evaluation_verdict(record),

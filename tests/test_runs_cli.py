@@ -116,7 +116,7 @@ def test_the_outcome_column_says_what_the_run_came_to() -> None:
     deploying = _summary(state="deploying", terminal=False, deployment="ft-x", deployment_state="Creating")
     assert outcome(deploying) == "deploying ft-x (Creating)"
     cleaned = _summary(deployment="ft-x", deployment_state="Deleted", fine_tuned_model="gpt.ft-1")
-    assert outcome(cleaned) == "deployment ft-x deleted (model gpt.ft-1)"
+    assert outcome(cleaned) == "deployment ft-x deleted (model gpt.ft-1 stays)"
     long = _summary(state="rejected", error=SummaryError(code="validation_failed", message="word " * 40))
     cut = outcome(long)
     assert cut.endswith(" ...") and len(cut) <= 90 and cut.removesuffix(" ...").endswith("word")

@@ -61,8 +61,10 @@ def test_active_runs_found_by_index_tags(store: RunStore) -> None:
     tags = store.container.get_blob_client(f"runs/{ids[1]}/run.json").get_blob_tags()
     created = store.get(ids[1]).created_at.strftime("%Y%m%dT%H%M%S.%fZ")
     assert tags == {
-        "active": "0", "state": "rejected", "job": "-", "job_status": "-", "warned": "0", "created": created
+        "active": "0", "state": "rejected", "job": "-", "job_status": "-", "warned": "0", "created": created,
+        "retain": "1",  # ended, its blobs not pruned: the retention pass looks at it
     }
+    assert store.retained_run_ids() == [ids[1]]
 
 
 def test_concurrent_updates_lose_nothing(store: RunStore) -> None:

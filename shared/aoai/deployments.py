@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -196,6 +198,8 @@ class DeploymentsClient(BaseClient):
         self.max_poll_interval = max_poll_interval
         self._sleep = sleep
         self._clock = clock
+        self.last_date: datetime | None = None
+        """The ``Date`` header of the last listing (the service's clock)."""
         self.collection_path = (
             f"subscriptions/{seg(subscription_id)}/resourceGroups/{seg(resource_group)}"
             f"/providers/Microsoft.CognitiveServices/accounts/{seg(account_name)}/deployments"
@@ -214,6 +218,7 @@ class DeploymentsClient(BaseClient):
     def list(self) -> Iterator[Deployment]:
         """Every deployment, following ``nextLink``."""
         response = self._send("GET", self.collection_path, params=self._version)
+        self.last_date = _http_date(response)
         seen: set[str] = set()
         while True:
             page = self._json(response)
@@ -226,6 +231,12 @@ class DeploymentsClient(BaseClient):
             seen.add(next_link)
             logger.debug("following nextLink %s", scrub_url(next_link))
             response = self._send("GET", next_link)
+
+    def list_with_time(self) -> tuple[tuple[Deployment, ...], datetime]:
+        """Every deployment, and the service's own time when it answered (the ``Date`` header of the listing, else
+        this machine's clock): ages of deployments (``systemData``) are measured on the service's clock."""
+        deployments = tuple(self.list())
+        return deployments, self.last_date or datetime.now(UTC)
 
     def begin_create_or_update(
         self,
@@ -294,3 +305,14 @@ class DeploymentsClient(BaseClient):
             return False
         poller.wait(timeout)
         return True
+
+
+def _http_date(response: httpx.Response) -> datetime | None:
+    value = response.headers.get("date")
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -10,6 +10,7 @@ Job status spellings differ by surface; :attr:`FineTuningJob.state` folds them i
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
@@ -393,6 +394,17 @@ class Deployment(_Wire):
     @property
     def model_name(self) -> str | None:
         return self.properties.model.name if self.properties.model else None
+
+    def system_time(self, key: str) -> datetime | None:
+        """ARM ``systemData.createdAt`` / ``lastModifiedAt`` as an aware datetime (None when absent)."""
+        value = (self.system_data or {}).get(key)
+        if not isinstance(value, str):
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class OperationError(_Wire):

@@ -182,7 +182,7 @@ def age_run(services: Services, run_id: str, by: timedelta) -> None:
         if r.last_attempt is not None:
             r.last_attempt.at -= by
 
-    services.store.update(run_id, shift)
+    services.store.update(run_id, shift, on_ended=True)  # an ended run ages too (retention's days)
 
 
 @pytest.fixture
