@@ -5,6 +5,7 @@
 - `POST /api/runs/{run_id}/promote[?deployment=NAME]`, `POST /api/deployments/{name}/rollback`,
   `GET /api/deployments/{name}/lineage`
 - `POST /api/runs/{run_id}/cancel`, `POST /api/runs/{run_id}/redeploy` (day-2 commands, shared/run_commands.py)
+- `GET  /api/runs/{run_id}/watch?after=N&etag=E&timeout=S` (long poll until the run changes, shared/watch.py)
 - queue `SUBMIT_QUEUE`: `{"url": "...", "name": "data.jsonl", "spec": {...}}`
 """
 
@@ -92,6 +93,27 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     except RunNotFound as exc:
         return _error(404, "notFound", str(exc))
     return func.HttpResponse(record.model_dump_json(indent=2), mimetype="application/json")
+
+
+@bp.route(route="runs/{run_id}/watch", methods=["GET"])
+@traced("watch_run")
+def watch_run(req: func.HttpRequest) -> func.HttpResponse:
+    """Long poll (shared/watch.py): `?after=<history index>&etag=<etag>&timeout=<seconds, at most 25>`. Registered
+    before `runs/{run_id}/{artifact}`: the host prefers the literal segment, the devhost the first match."""
+    from shared.watch import wait_for_change
+
+    try:
+        after = int(req.params.get("after") or 0)
+        timeout = float(req.params.get("timeout") or 20)
+    except ValueError:
+        return _error(400, "invalid_parameter", "after must be a whole number and timeout a number of seconds")
+    try:
+        return _json(wait_for_change(get_services().store, req.route_params["run_id"], after=after,
+                                     etag=req.params.get("etag") or None, timeout=timeout))
+    except InvalidName as exc:
+        return _error(400, "invalid_run_id", str(exc))
+    except RunNotFound as exc:
+        return _error(404, "notFound", str(exc))
 
 
 @bp.route(route="runs/{run_id}/{artifact}", methods=["GET"])

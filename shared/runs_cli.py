@@ -86,6 +86,8 @@ def add_run_commands(sub: Any) -> None:
     watch = sub.add_parser("watch", help="follow a run live (state, step, loss) until it ends")
     watch.add_argument("run_id")
     watch.add_argument("--every", type=float, default=5.0, help="seconds between looks (default 5)")
+    watch.add_argument("--api", metavar="URL", help="follow over HTTP: the app's base URL (.../api), long poll")
+    watch.add_argument("--key", help="function key for --api (default: $FUNCTION_KEY)")
     watch.set_defaults(func=cmd_watch)
 
     for p in (drop, runs, status, cleanup, promote, rollback, cancel, redeploy, watch):
@@ -352,25 +354,13 @@ def cmd_redeploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def watch_line(r: RunRecord) -> str:
-    """One line of `watch`: the state and, while training, the step and losses."""
-    parts = [r.state.value]
-    if r.state == RunState.WAITING and r.waiting is not None:
-        parts.append(r.waiting.reason)
-    m = r.job.latest_metrics
-    if m:
-        parts.append(f"step {m.get('step')} train_loss {m.get('train_loss')}"
-                     + (f" valid_loss {m['valid_loss']}" if m.get("valid_loss") is not None else ""))
-    if r.job.id and r.state == RunState.TRAINING:
-        parts.append(f"job {r.job.status}")
-    if r.error:
-        parts.append(f"{r.error.code}: {r.error.message}")
-    return "  ".join(parts)
-
-
 def cmd_watch(args: argparse.Namespace) -> int:
     import time
 
+    from shared.watch import watch_line
+
+    if args.api:
+        return _watch_http(args)
     services = services_for(args)
     last = ""
     while True:
@@ -384,6 +374,24 @@ def cmd_watch(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
+def _watch_http(args: argparse.Namespace) -> int:
+    """`watch --api URL`: the app's long poll (GET /api/runs/{id}/watch), no storage access needed."""
+    import httpx
+
+    from shared.watch import follow
+
+    key = args.key or os.environ.get("FUNCTION_KEY")
+    try:
+        last = follow(args.api, args.run_id, key=key,
+                      emit=lambda line: print(f"[{datetime.now(UTC):%H:%M:%S}] {line}", flush=True))
+    except httpx.HTTPStatusError as exc:
+        code = exc.response.status_code
+        raise CommandError(f"{args.api}: {code} {exc.response.text[:200]}", exit_code=1 if code == 404 else 2) from None
+    except httpx.HTTPError as exc:
+        raise CommandError(f"cannot reach {args.api} ({type(exc).__name__})") from None
+    return 0 if last["state"] in (RunState.DEPLOYED.value, RunState.TRAINED.value) else 1
+
+
 def waiting_line(services: Services, r: RunRecord) -> str:
     """Where a waiting run stands in the admission queue, and why (the ledger's live view)."""
     from shared.admission import place
@@ -394,6 +402,51 @@ def waiting_line(services: Services, r: RunRecord) -> str:
     if found is None:
         return f"admitted, importing at the next tick{waited}"
     return f"position {found.position} of {found.of}{waited}: {found.reason}"
+
+
+def detail_lines(services: Services, r: RunRecord) -> list[str]:
+    """`status`: the split, the epochs, the metrics and the gate's checks."""
+    out: list[str] = []
+    files = r.files
+    if files.training.blob is not None:
+        trained = f"{r.cost.trained_examples} examples, " if r.cost is not None else ""
+        valid = str(files.validation.blob) if files.validation.blob is not None else "none"
+        test = str(files.test.blob) if files.test.blob is not None else "none"
+        out.append(f"  split       training {trained}{files.training.blob}; validation {valid}; test {test}")
+    if r.spec is not None:
+        asked = r.spec.hyperparameters.n_epochs
+        epochs = asked or (r.cost.n_epochs if r.cost is not None else None)
+        if epochs is not None:
+            out.append(f"  epochs      {epochs} ({'set in the spec' if asked else 'the service default rule'})")
+    m = r.metrics
+    if m is not None:
+        best = (f", best full valid loss {m.best_full_valid_loss} at step {m.best_full_valid_loss_step}"
+                if m.best_full_valid_loss is not None else
+                f", best valid loss {m.best_valid_loss} at step {m.best_valid_loss_step}"
+                if m.best_valid_loss is not None else "")
+        accuracy = (f", valid token accuracy {m.final_valid_token_accuracy}"
+                    if m.final_valid_token_accuracy is not None else "")
+        out.append(f"  metrics     {m.steps} steps, final train loss {m.final_train_loss}, final valid loss "
+                   f"{m.final_full_valid_loss if m.final_full_valid_loss is not None else m.final_valid_loss}"
+                   f"{best}{accuracy}, overfitting={m.overfitting}")
+    if r.gate is not None:
+        out.append(f"  gate        {'passed' if r.gate.passed else 'FAILED'} ({len(r.gate.checks)} checks)")
+        for c in r.gate.checks:
+            out.append(f"    {'ok  ' if c.passed else 'FAIL'}      {c.message}")
+    return out
+
+
+def artifact_lines(services: Services, r: RunRecord) -> list[str]:
+    """`status`: every blob beside the record (one listing) and where the HTTP API serves it."""
+    from shared.runstore import run_folder
+
+    folder = run_folder(r.id)
+    names = sorted(str(b.name)[len(folder):] for b in services.store.container.list_blobs(name_starts_with=folder))
+    container = services.settings.runs_container
+    out = [f"  artifacts   {container}/{folder}" + ("" if names else " (none left)")]
+    out += [f"              {name}" + (f"   GET /api/runs/{r.id}/{name}" if name != "run.json" else "   GET /api/runs/"
+                                       f"{r.id}") for name in names]
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -428,6 +481,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         hosting = f"; hosting {c.hosting_per_hour:.2f} {c.currency}/hour" if c.hosting_per_hour else ""
         print(f"  cost        estimated {estimated} ({c.billed_tokens} tokens = {c.trained_examples} examples x "
               f"{c.n_epochs} epochs){actual}{hosting}")
+    for line in detail_lines(services, r):
+        print(line)
     if r.job.id:
         metrics = r.job.latest_metrics
         loss = f", step {metrics.get('step')} train_loss {metrics.get('train_loss')}" if metrics else ""
@@ -437,6 +492,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if r.deployment.name:
         d = r.deployment
         print(f"  deployment  {d.name}: {d.provisioning_state or '-'} ({d.sku}, capacity {d.capacity})")
+        if d.deleted_at is not None:
+            print(f"              deleted {d.deleted_at:%Y-%m-%d %H:%M:%S}: {d.deleted_reason}")
         if d.smoke_test:
             answer = (d.smoke_test.answer or "")[:80]
             print(f"  smoke test  {d.smoke_test.status} in {d.smoke_test.latency_ms} ms: {answer}")
@@ -456,6 +513,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if r.promotion:
         p = r.promotion
         print(f"  promoted    {p.deployment} serves {p.model or '-'} (was {p.previous_model or 'not deployed'})")
+    for kept in r.retention:
+        when = f"{(kept.removed_at or kept.at):%Y-%m-%d %H:%M}"
+        print(f"  retention   {kept.action} {kept.target} {kept.id} ({when}): {kept.reason}")
+    for line in artifact_lines(services, r):
+        print(line)
     for w in r.warnings:
         print(f"  warning     {w.message}" + (f" (x{w.count})" if w.count > 1 else ""))
     if r.last_attempt and not r.terminal:

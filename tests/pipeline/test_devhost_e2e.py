@@ -18,6 +18,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from devstack import Stack
+from shared.cli import main as cli_main
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
@@ -183,6 +184,13 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
             png = httpx.get(f"{stack.http_url}/runs/{run_id}/loss.png", headers=key)
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
             assert httpx.get(f"{stack.http_url}/runs/nope", headers=key).status_code == 404
+            # watch over HTTP: the long poll answers at once for an ended run, before the {artifact} route
+            watched = httpx.get(f"{stack.http_url}/runs/{run_id}/watch", params={"after": 0, "timeout": 5},
+                                headers=key).json()
+            assert watched["terminal"] and watched["state"] == "deployed"
+            assert [h["state"] for h in watched["history"]][-1] == "deployed"
+            assert httpx.get(f"{stack.http_url}/runs/{run_id}/watch").status_code == 401
+            assert cli_main(["watch", run_id, "--api", stack.http_url, "--key", stack.function_key]) == 0
 
             queued_run = wait_for(
                 lambda: next((r for r in services.store.iter_records() if r.source.blob_name == "queued.jsonl"), None),
