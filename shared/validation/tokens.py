@@ -18,21 +18,16 @@ itself or a lone surrogate falls back to one `encode_ordinary` per string.
 
 from __future__ import annotations
 
-import binascii
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
-from types import FunctionType
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import tiktoken
-from tiktoken.load import read_file_cached
 
+from .encodings import SEPARATOR, Core, encoding
 from .statistics import Histogram
 
 TOKENS_PER_EXAMPLE = 3
@@ -40,59 +35,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 TOKENS_PER_IMAGE = 85
 
-_SEPARATOR = "<|endoftext|>"
 _I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class _Core:
-    """What counting needs of an encoding: the Rust BPE core and the separator's token id."""
-
-    bpe: Any
-    separator_id: int
-
-
-def _read_ranks(path: str, expected_hash: str | None = None) -> dict[bytes, int]:
-    """`tiktoken.load.load_tiktoken_bpe` in bulk C-level steps (about twice as fast; the same dict).
-
-    The file (read and hash-checked by tiktoken's own cache) is `base64-token rank` per line.
-    """
-    contents = read_file_cached(path, expected_hash)
-    fields = contents.split()
-    lines = contents.count(b"\n") + (not contents.endswith(b"\n"))
-    if len(fields) != 2 * lines:
-        raise ValueError(f"{path}: not one 'token rank' pair per line")
-    return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
-
-
-@lru_cache(maxsize=4)
-def _load_core(name: str) -> _Core:
-    """The BPE core for `name`, without the Python copy of its ranks when possible.
-
-    `tiktoken.Encoding` keeps the ranks dict (200,000 bytes objects, about 25 MB for o200k_base) after the
-    Rust core has its own copy; the validator only encodes, so it builds the core from the registered
-    constructor and lets the dict go. That is a quarter of the 150 MB budget for a 512 MB file. The
-    constructor runs as a copy whose `load_tiktoken_bpe` is `_read_ranks` (loading is most of a cold
-    start). Any surprise in tiktoken's internals falls back to the public `get_encoding`.
-    """
-    try:
-        from tiktoken import _tiktoken  # type: ignore[attr-defined]
-        from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS  # type: ignore[import-untyped]
-
-        constructor = ENCODING_CONSTRUCTORS[name]
-        if "load_tiktoken_bpe" in constructor.__code__.co_names:
-            constructor = FunctionType(
-                constructor.__code__, {**constructor.__globals__, "load_tiktoken_bpe": _read_ranks}
-            )
-        spec = constructor()
-        bpe = _tiktoken.CoreBPE(spec["mergeable_ranks"], spec["special_tokens"], spec["pat_str"])
-        core = _Core(bpe, int(spec["special_tokens"][_SEPARATOR]))
-        del spec
-        bpe.encode_to_tiktoken_buffer("", {_SEPARATOR})
-        return core
-    except Exception:  # noqa: BLE001 - any mismatch with tiktoken's internals: use the public API
-        enc = tiktoken.get_encoding(name)
-        return _Core(enc._core_bpe, enc.encode_single_token(_SEPARATOR))
 
 
 def usable_cpus() -> int:
@@ -104,22 +47,33 @@ def usable_cpus() -> int:
 
 
 class Tokenizer:
-    """Counts tokens of many strings per call; thread-safe."""
+    """Counts tokens of many strings per call; thread-safe.
+
+    Nothing is built until something is counted: then the encoding's full core, or for a small input a
+    small core that counts it exactly as the full one (encodings.py).
+    """
 
     def __init__(self, encoding_name: str) -> None:
         self.name = encoding_name
-        core = _load_core(encoding_name)
-        self._bpe = core.bpe
-        self._buffer_encode = getattr(core.bpe, "encode_to_tiktoken_buffer", None)
-        self._sep_id = core.separator_id
-        self._allowed = {_SEPARATOR}
+        self._encoding = encoding(encoding_name)
+        self._allowed = {SEPARATOR}
         self._role_cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
+        return self._count_one(self._encoding.core_for([text]), text)
+
+    @staticmethod
+    def _count_one(core: Core, text: str) -> int:
         try:
-            return len(self._bpe.encode_ordinary(text))
+            return len(core.bpe.encode_ordinary(text))
         except UnicodeEncodeError:  # a lone surrogate: repaired as tiktoken.Encoding.encode_ordinary does
-            return len(self._bpe.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+            return len(core.bpe.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+
+    def prime_roles(self, roles: Iterable[str]) -> None:
+        """Count the role names in one go (one small core for all of them in a small validation)."""
+        todo = sorted(set(roles) - self._role_cache.keys())
+        if todo:
+            self._role_cache.update(zip(todo, self.count_many(todo).tolist(), strict=True))
 
     def role_tokens(self, role: str) -> int:
         n = self._role_cache.get(role)
@@ -134,17 +88,19 @@ class Tokenizer:
         text holds a lone surrogate, or the separator itself (which shows as more separators than texts:
         the separator has no prefix that is also its suffix, so it cannot match across a text's edge).
         """
-        if self._buffer_encode is not None and texts:
-            try:
-                raw = self._buffer_encode(_SEPARATOR.join(texts) + _SEPARATOR, self._allowed)
-            except UnicodeEncodeError:  # a lone surrogate: counted one by one below
-                pass
-            else:
-                ids = np.frombuffer(raw, dtype=np.uint32)
-                ends = np.flatnonzero(ids == self._sep_id)
-                if len(ends) == len(texts):
-                    return np.diff(ends, prepend=-1).astype(np.int64) - 1
-        return np.fromiter((self.count(t) for t in texts), dtype=np.int64, count=len(texts))
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        core = self._encoding.core_for(texts)
+        try:
+            raw = core.bpe.encode_to_tiktoken_buffer(SEPARATOR.join(texts) + SEPARATOR, self._allowed)
+        except UnicodeEncodeError:  # a lone surrogate: counted one by one below
+            pass
+        else:
+            ids = np.frombuffer(raw, dtype=np.uint32)
+            ends = np.flatnonzero(ids == core.separator_id)
+            if len(ends) == len(texts):
+                return np.diff(ends, prepend=-1).astype(np.int64) - 1
+        return np.fromiter((self._count_one(core, t) for t in texts), dtype=np.int64, count=len(texts))
 
 
 class TokenCache:

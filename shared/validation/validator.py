@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from .codes import CODES, Code
 from .duplicates import DuplicateFinder
-from .formats import CHECKERS, detect_format
+from .formats import CHECKERS, ROLES, detect_format
 from .issues import IssueLog
 from .model_limits import DEFAULT_MODEL, DPO_MODELS, ModelProfile, profile_for, supports_dpo
 from .options import ValidationOptions
@@ -105,6 +105,7 @@ def _scan_file(
     pipeline = TokenPipeline(
         tokenizer, options.threads, limit=limit, keep_over_limit=options.max_listed_warnings, cache=cache
     )
+    tokenizer.prime_roles(ROLES)
     role_tokens = tokenizer.role_tokens
     overheads = role_overheads(role_tokens)
     remember = result.duplicates.add

@@ -153,8 +153,14 @@ def _cli(*argv: str, env: dict[str, str] | None = None, **kwargs: object) -> sub
 def test_offline_without_encodings_is_one_sentence_not_a_traceback(good: Path, tmp_path: Path) -> None:
     empty = tmp_path / "no-encodings"
     empty.mkdir()
-    # An unreachable proxy makes the download fail the same way on any machine, with or without internet.
-    env = {"TIKTOKEN_CACHE_DIR": str(empty), "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    # An unreachable proxy makes the download fail the same way on any machine, with or without internet;
+    # no cache of parsed ranks either (encodings.py), which would otherwise serve them.
+    env = {
+        "TIKTOKEN_CACHE_DIR": str(empty),
+        "BPE_RANKS_CACHE_DIR": "",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
     result = _cli("validate", str(good), env=env)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -15,9 +15,9 @@ from tiktoken.load import load_tiktoken_bpe
 
 import shared.validation.validator as validator_module
 from shared.validation import ValidationOptions, ValidationReport, validate
+from shared.validation.encodings import read_ranks
 from shared.validation.plain_chat import plain_chat_line, role_overheads
 from shared.validation.sensitive import RUN_LENGTH, long_runs
-from shared.validation.tokens import _read_ranks
 
 from .examples import chat, jsonl
 
@@ -161,7 +161,7 @@ def test_bulk_rank_reader_matches_tiktoken(tmp_path: Path, monkeypatch: pytest.M
     path.write_bytes(
         b"".join(base64.b64encode(token) + b" " + str(rank).encode() + b"\n" for token, rank in ranks.items())
     )
-    assert _read_ranks(str(path)) == load_tiktoken_bpe(str(path)) == ranks
+    assert read_ranks(str(path)) == load_tiktoken_bpe(str(path)) == ranks
     path.write_bytes(path.read_bytes() + b"c3Vy\n")  # a token without a rank
     with pytest.raises(ValueError):
-        _read_ranks(str(path))
+        read_ranks(str(path))
