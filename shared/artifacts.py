@@ -12,6 +12,8 @@ RESULTS = "results.csv"
 METRICS = "metrics.json"
 LOSS_CHART = "loss.png"
 ACCURACY_CHART = "accuracy.png"
+REWARD_CHART = "reward.png"
+"""Reinforcement fine-tuning only: the mean grader reward per step."""
 EVAL = "eval.json"
 EVAL_CHART = "eval.png"
 
@@ -22,6 +24,7 @@ CONTENT_TYPES: dict[str, str] = {
     EVENTS: "application/json",
     LOSS_CHART: "image/png",
     ACCURACY_CHART: "image/png",
+    REWARD_CHART: "image/png",
     EVAL: "application/json",
     EVAL_CHART: "image/png",
 }

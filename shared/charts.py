@@ -1,4 +1,5 @@
-"""Training charts: `loss.png` and `accuracy.png` from a parsed results file, drawn to answer a reader's questions.
+"""Training charts: `loss.png`, `accuracy.png` (and an RFT job's `reward.png`) from a parsed results file, drawn
+to answer a reader's questions.
 
 - Where are the epochs? Dotted vertical lines at each epoch end (full-validation rows and checkpoints), numbered
   along the top (every few epochs when there are many, so 20+ epochs stay readable).
@@ -102,7 +103,7 @@ def chart_marks(record: RunRecord, table: ResultsTable | None = None) -> ChartMa
 def render_charts(
     table: ResultsTable, /, *, title: str, subtitle: str = "", marks: ChartMarks | None = None
 ) -> dict[str, bytes]:
-    """PNG bytes (1200x600 px) by file name: `loss.png` and `accuracy.png`."""
+    """PNG bytes (1200x600 px) by file name: `loss.png` and `accuracy.png`, and `reward.png` for an RFT job."""
     return {name: _png(figure) for name, figure in chart_figures(table, title=title, subtitle=subtitle,
                                                                   marks=marks).items()}
 
@@ -119,7 +120,7 @@ def chart_figures(
 ) -> dict[str, Figure]:
     """The figures behind `render_charts` (tests look at what is drawn)."""
     marks = marks or ChartMarks()
-    return {
+    figures = {
         "loss.png": _figure(
             table,
             title=f"{_fit(title)} - loss",
@@ -145,6 +146,23 @@ def chart_figures(
             limits=marks.accuracy_limits,
         ),
     }
+    reward_train = table.series("train_reward_mean")
+    reward_valid = table.series("valid_reward_mean")
+    reward_full = table.series("full_valid_reward_mean")
+    if reward_train or reward_valid or reward_full:  # reinforcement fine-tuning: the grader's mean reward
+        figures["reward.png"] = _figure(
+            table,
+            title=f"{_fit(title)} - mean reward",
+            subtitle=subtitle,
+            ylabel="mean grader reward",
+            train=reward_train,
+            valid=reward_valid,
+            full=reward_full,
+            accuracy=False,
+            marks=marks,
+            limits=(),
+        )
+    return figures
 
 
 def _fit(text: str, limit: int = _TITLE_CHARS) -> str:

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from shared import open_weight
 from shared.aoai import (
     AzureOpenAIError,
     BadRequestError,
@@ -265,7 +266,9 @@ def smoke_test(services: Services, record: RunRecord, deployment: str, *, retry_
         if record.spec is not None and record.spec.model.startswith(COMPLETION_MODELS):
             answer = services.aoai.completions(deployment, prompt_text, max_tokens=200).text
         else:
-            answer = services.aoai.chat_completions(deployment, messages, max_tokens=200).content
+            entry = open_weight.find(record.spec.model) if record.spec is not None else None
+            version = entry.inference_api_version if entry is not None else None  # their serving endpoint
+            answer = services.aoai.chat_completions(deployment, messages, max_tokens=200, api_version=version).content
     except AzureOpenAIError as exc:
         if retry_not_ready and isinstance(exc, DeploymentNotReadyError):
             raise

@@ -21,7 +21,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
-from shared import admission, artifacts, costs
+from shared import admission, artifacts, costs, rft
 from shared.evalspec import Evaluation
 from shared.heldout import HeldOut, hold_out_test_set
 from shared.imports import ensure_imports
@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 TEST_SET_MISSING = (
     "the run asks for an evaluation but has no held-out test set: drop a <name>.test.jsonl companion first, name "
     "one with blob metadata test_blob, or set test_split (a fraction held out by example hash)"
+)
+RFT_NEEDS_VALIDATION = (
+    "reinforcement fine-tuning needs a validation file as well as a training file (the RFT how-to: 'Both a "
+    "training and a validation dataset must be provided'): upload <name>.validation.jsonl first, name one with "
+    "metadata validation_blob, or give 20 or more examples and a validation_split above 0"
 )
 BLOB_CHANGED = "the blob was overwritten while it was being read; the new version is a run of its own"
 _SPOOL_BYTES = 8 * 1024 * 1024
@@ -219,6 +224,15 @@ def _ingest(services: Services, blob: BlobClient, props: BlobProperties, run_id:
                 f"{split.train_examples} training and {split.valid_examples} validation examples, and every "
                 f"uploaded file needs at least {MIN_PER_SIDE}; training on all {report.examples}"
             )
+    if spec.method == "reinforcement" and validation is None:  # before anything is uploaded
+        message = RFT_NEEDS_VALIDATION + (f" ({split_skipped})" if split_skipped else "")
+
+        def no_validation(r: RunRecord) -> None:
+            r.spec, r.validation = spec, summary
+            r.error = RunError(code="validation_file_required", message=message)
+
+        return store.advance(run_id, (RunState.VALIDATING,), RunState.REJECTED,
+                             f"validation_file_required: {message}"[:500], no_validation)[0]
     files = RunFiles(
         training=ImportSlot(blob=training, filename=import_filename(run_id, "training")),
         validation=ImportSlot(blob=validation, filename=import_filename(run_id, "validation") if validation else None),
@@ -381,6 +395,8 @@ def _validate(
         max_bytes=services.settings.max_file_bytes,
         price_per_million_tokens=services.settings.price_per_million_training_tokens,
         n_epochs=spec.hyperparameters.n_epochs,
+        method=spec.method,
+        grader_fields=tuple(rft.item_fields(spec.reinforcement.grader)) if spec.reinforcement else (),
     )
     report = validate(training, validation=validation, model=spec.model, options=options)
     return report, digest.hexdigest()

@@ -17,6 +17,11 @@ from shared.services import Services
 log = logging.getLogger(__name__)
 
 
+REWARD_GAP_WARNING = 0.10
+"""Microsoft's fine-tuning skill (training-curves.md): a train-valid reward gap above 0.10 is possible reward
+hacking."""
+
+
 def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | None:
     """results.csv, metrics.json and the charts, written beside the run (once)."""
     if record.metrics is not None:
@@ -45,6 +50,10 @@ def ensure_metrics(services: Services, record: RunRecord) -> MetricsSummary | No
     store.put_artifact(
         record.id, artifacts.METRICS, summary.model_dump_json(indent=2), artifacts.content_type(artifacts.METRICS)
     )
+    gap = summary.reward.train_valid_gap if summary.reward is not None else None
+    if gap is not None and gap > REWARD_GAP_WARNING:
+        store.note(record.id, "reward_gap", f"the mean training reward is {gap:.3f} above the validation reward "
+                   f"(more than {REWARD_GAP_WARNING}): possible reward hacking; check the grader")
     from shared.charts import chart_marks, render_charts  # matplotlib: loaded only where a chart is drawn
 
     measured = record.model_copy(update={"metrics": summary})

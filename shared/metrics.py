@@ -20,6 +20,12 @@ elapsed_tokens                  --                              elapsed_tokens
 elapsed_examples                --                              elapsed_examples
 ==============================  ==============================  ===============================
 
+Reinforcement fine-tuning adds reward columns (the RFT how-to names `train_reward_mean`, `valid_reward_mean`,
+`train_reasoning_tokens_mean`, `valid_reasoning_tokens_mean`; Microsoft's fine-tuning skill names
+`train_mean_reward`, `full_valid_mean_reward`, `reasoning_tokens_mean`, `train_sample_parse_error_count`,
+`train_other_error_count`): both spellings are read into the same fields, and a file with reward columns but
+no loss column is still the current set. `MetricsSummary.reward` sums them up.
+
 Empty cells are normal (validation columns are only filled on evaluation steps, `full_valid_*` only at the end
 of an epoch) and become `None`. So do `nan`/`inf` cells: a metric that is not a finite number says nothing a
 reader can use, and `metrics.json` must stay valid JSON. Columns outside the two sets are ignored and listed in
@@ -56,7 +62,22 @@ _CURRENT_COLUMNS: dict[str, str] = {
     "valid_mean_token_accuracy": "valid_mean_token_accuracy",
     "full_valid_loss": "full_valid_loss",
     "full_valid_mean_token_accuracy": "full_valid_mean_token_accuracy",
+    # reinforcement fine-tuning: the how-to's spelling, then the fine-tuning skill's
+    "train_reward_mean": "train_reward_mean",
+    "train_mean_reward": "train_reward_mean",
+    "valid_reward_mean": "valid_reward_mean",
+    "valid_mean_reward": "valid_reward_mean",
+    "full_valid_reward_mean": "full_valid_reward_mean",
+    "full_valid_mean_reward": "full_valid_reward_mean",
+    "train_reasoning_tokens_mean": "train_reasoning_tokens_mean",
+    "reasoning_tokens_mean": "train_reasoning_tokens_mean",
+    "valid_reasoning_tokens_mean": "valid_reasoning_tokens_mean",
+    "train_sample_parse_error_count": "train_sample_parse_error_count",
+    "sample_parse_error_count": "train_sample_parse_error_count",
+    "train_other_error_count": "train_other_error_count",
+    "other_error_count": "train_other_error_count",
 }
+REWARD_COLUMNS = frozenset(name for name, target in _CURRENT_COLUMNS.items() if "reward" in target)
 _LEGACY_COLUMNS: dict[str, str] = {
     "step": "step",
     "elapsed_tokens": "elapsed_tokens",
@@ -101,6 +122,14 @@ class ResultRow:
     valid_sequence_accuracy: float | None = None
     elapsed_tokens: int | None = None
     elapsed_examples: int | None = None
+    # Reinforcement fine-tuning only.
+    train_reward_mean: float | None = None
+    valid_reward_mean: float | None = None
+    full_valid_reward_mean: float | None = None
+    train_reasoning_tokens_mean: float | None = None
+    valid_reasoning_tokens_mean: float | None = None
+    train_sample_parse_error_count: float | None = None
+    train_other_error_count: float | None = None
 
 
 _ROW_FIELDS = frozenset(f.name for f in fields(ResultRow))
@@ -174,6 +203,8 @@ def parse_results(data: bytes | str) -> ResultsTable:
         columns, mapping = "current", _CURRENT_COLUMNS
     elif "training_loss" in header:
         columns, mapping = "legacy", _LEGACY_COLUMNS
+    elif REWARD_COLUMNS & set(header):  # an RFT file may carry rewards without a loss
+        columns, mapping = "current", _CURRENT_COLUMNS
     else:
         raise ResultsParseError(
             "unknown column set: expected 'train_loss' (current format) or 'training_loss' (legacy format), "
@@ -291,6 +322,24 @@ class DivergenceSignal(BaseModel):
     gap_ratio: float | None = None
 
 
+class RewardSummary(BaseModel):
+    """Reinforcement fine-tuning's figures (`metrics.json` `reward`): the mean grader reward on the training
+    batches and the validation samples, the grader's parse and other errors summed over the steps, and the mean
+    reasoning tokens. A train-valid gap above 0.10 is the fine-tuning skill's sign of reward hacking."""
+
+    first_train_reward_mean: float | None = None
+    final_train_reward_mean: float | None = None
+    best_train_reward_mean: float | None = None
+    best_train_reward_mean_step: int | None = None
+    final_valid_reward_mean: float | None = None
+    best_valid_reward_mean: float | None = None
+    best_valid_reward_mean_step: int | None = None
+    train_valid_gap: float | None = None
+    parse_errors: int | None = None
+    other_errors: int | None = None
+    final_reasoning_tokens_mean: float | None = None
+
+
 class MetricsSummary(BaseModel):
     """The content of `metrics.json`.
 
@@ -328,6 +377,34 @@ class MetricsSummary(BaseModel):
 
     tokens_billed: int | None = None
     duration_seconds: float | None = None
+    reward: RewardSummary | None = None
+    """Reinforcement fine-tuning: the grader's rewards; None for a file without reward columns."""
+
+
+def summarize_reward(table: ResultsTable) -> RewardSummary | None:
+    """The reward figures of an RFT results file (None without any)."""
+    train = table.series("train_reward_mean")
+    valid = table.series("valid_reward_mean") or table.series("full_valid_reward_mean")
+    if not train and not valid:
+        return None
+    best_train = _best(train, lowest=False)
+    best_valid = _best(valid, lowest=False)
+    parse_errors = table.series("train_sample_parse_error_count")
+    other_errors = table.series("train_other_error_count")
+    final_train, final_valid = _final(train), _final(valid)
+    return RewardSummary(
+        first_train_reward_mean=train[0][1] if train else None,
+        final_train_reward_mean=final_train,
+        best_train_reward_mean=best_train[1] if best_train else None,
+        best_train_reward_mean_step=best_train[0] if best_train else None,
+        final_valid_reward_mean=final_valid,
+        best_valid_reward_mean=best_valid[1] if best_valid else None,
+        best_valid_reward_mean_step=best_valid[0] if best_valid else None,
+        train_valid_gap=(final_train - final_valid) if final_train is not None and final_valid is not None else None,
+        parse_errors=int(sum(v for _, v in parse_errors)) if parse_errors else None,
+        other_errors=int(sum(v for _, v in other_errors)) if other_errors else None,
+        final_reasoning_tokens_mean=_final(table.series("train_reasoning_tokens_mean")),
+    )
 
 
 def summarize(
@@ -410,6 +487,7 @@ def summarize(
         divergence=divergence,
         tokens_billed=tokens,
         duration_seconds=_duration(started_at, finished_at),
+        reward=summarize_reward(table),
     )
 
 

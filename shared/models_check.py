@@ -9,7 +9,12 @@ Three questions, each answered with the usual cause when the answer is no:
   fine-tuned model *of this resource* whose base is fine-tunable. The spec's `GET /models` example lists a
   fine-tuned model with `capabilities.fine_tune: false`, yet continuous fine-tuning from it is documented: a
   fine-tuned model is judged by that rule, not by its flag;
-* **the method**: DPO only on the models the DPO how-to lists (and fine-tunes of them).
+* **the method**: DPO only on the models the DPO how-to lists (and fine-tunes of them); reinforcement only on the
+  RFT how-to's models, and those models (o4-mini) only with reinforcement; open-weight models supervised only.
+
+Open-weight models (shared/open_weight.py) are listed by the catalogue with `capabilities.fine_tune: false`
+although they can be fine-tuned (Microsoft's fine-tuning skill, platform gotcha 2): for them the flag is never
+read; the shipped list decides, and the catalogue only has to list the model.
 
 Sources: docs/azure-openai-contract.md.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from shared import open_weight, rft
 from shared.aoai import AzureOpenAIClient, Model, UnsupportedFeatureError
 from shared.runs import RunSpec
 from shared.validation.model_limits import DPO_MODELS, supports_dpo
@@ -45,6 +51,25 @@ def check_spec(aoai: AzureOpenAIClient, spec: RunSpec) -> SpecProblem | None:
             f"DPO (method dpo, or preference data) is not available for {spec.model}: the DPO how-to lists "
             f"{', '.join(DPO_MODELS)} and fine-tunes of them",
         )
+    if spec.method == "reinforcement" and not rft.supports_rft(spec.model):
+        return SpecProblem(
+            "method_not_supported",
+            f"reinforcement fine-tuning is not available for {spec.model}: the RFT how-to lists "
+            f"{', '.join(rft.RFT_MODELS)}",
+        )
+    if spec.method != "reinforcement" and rft.rft_only(spec.model):
+        return SpecProblem(
+            "method_not_supported",
+            f"{spec.model} is fine-tuned with reinforcement only (give a grader: reinforcement.grader or "
+            f"metadata rft_grader); method {spec.method} is not available for it",
+        )
+    entry = open_weight.find(spec.model)
+    if entry is not None and spec.method not in entry.methods:
+        return SpecProblem(
+            "method_not_supported",
+            f"the open-weight model {entry.id} is fine-tuned with {', '.join(entry.methods)} only; method "
+            f"{spec.method} is not available for it",
+        )
     problem = check_model(aoai, spec.model)
     return SpecProblem("model_not_fine_tunable", problem) if problem is not None else None
 
@@ -65,8 +90,8 @@ def check_model(aoai: AzureOpenAIClient, model: str) -> str | None:
             f"model {model!r} is not offered by this resource (wrong model id or version, or not available in "
             f"this region). Fine-tunable models here: {', '.join(tunable) or 'none'}"
         )
-    if found.capabilities.fine_tune:
-        return None
+    if found.capabilities.fine_tune or open_weight.find(model) is not None:
+        return None  # open-weight models: the catalogue's flag is wrong for them (see the module docstring)
     if _is_fine_tuned(found):
         base = by_id.get(found.model or "")
         if base is not None and base.capabilities.fine_tune:

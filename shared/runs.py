@@ -21,6 +21,7 @@ from shared.evalspec import EvalProgress, Evaluation, EvaluationSpec, Promotion
 from shared.gate import GateResult, GateSpec
 from shared.lifecycle import SWEPT_STATES, TERMINAL_STATES, RunState, allowed
 from shared.metrics import MetricsSummary
+from shared.rft import ReinforcementSpec
 
 __all__ = ["SWEPT_STATES", "TERMINAL_STATES", "RunRecord", "RunState"]
 
@@ -104,8 +105,10 @@ class RunSpec(_Model):
     profile: str | None = None
     model: str
     training_type: str | None = None
-    method: Literal["supervised", "dpo"] = "supervised"
+    method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    reinforcement: ReinforcementSpec | None = None
+    """RFT: the grader and the RFT hyperparameters (shared/rft.py); given, it makes the method reinforcement."""
     dpo_beta: float | None = Field(default=None, gt=0, le=2)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,40}$")
@@ -125,6 +128,19 @@ class RunSpec(_Model):
     """The serving deployment a model that passed its evaluation is promoted onto."""
     retention: RetentionSpec | None = None
     """Per-run (profile, metadata) retention policy over the app's defaults."""
+
+    @model_validator(mode="after")
+    def _reinforcement(self) -> RunSpec:
+        if self.reinforcement is not None and self.method == "supervised":
+            self.method = "reinforcement"  # a grader says what is meant
+        if self.reinforcement is not None and self.method != "reinforcement":
+            raise ValueError(f"reinforcement (a grader) was given, but the method is {self.method}")
+        if self.method == "reinforcement" and self.reinforcement is None:
+            raise ValueError(
+                "method reinforcement needs a grader: reinforcement.grader in a profile, or blob metadata "
+                "rft_grader (JSON)"
+            )
+        return self
 
 
 class BlobRef(_Model):

@@ -5,7 +5,8 @@
   `RunSpec`'s fields. It is chosen by the blob metadata key `profile`, or else by the blob's first folder
   (`team-a/data.jsonl` -> profile `team-a`) when such a profile exists.
 - **Blob metadata** overrides single fields with flat keys (metadata keys must be identifiers):
-  `model`, `training_type`, `method`, `n_epochs`, `batch_size`, `learning_rate_multiplier`, `dpo_beta`, `seed`,
+  `model`, `training_type`, `method`, `n_epochs`, `batch_size`, `learning_rate_multiplier`, `dpo_beta`,
+  `rft_grader` (JSON), `reasoning_effort`, `compute_multiplier`, `eval_samples`, `eval_interval`, `seed`,
   `suffix`, `validation_split`, `priority`, `max_training_cost`, `max_hosting_hours`, `validation_blob`,
   `deploy` (true/false), `deployment_name`,
   `deployment_sku`, `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
@@ -15,6 +16,10 @@
   `eval_compare_to`, `eval_checkpoints`.
 
 A spec that does not parse is a `SpecError` naming each bad field and where it came from.
+
+Open-weight models (shared/open_weight.py) take their training type, deployment SKU and capacity from the
+open-weight data where the profile and the metadata say nothing (app settings are for Azure OpenAI models); a
+training type or SKU the data does not allow is a rejection naming where it came from.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from shared import open_weight, rft
 from shared.names import InvalidName, check_profile_name
 from shared.runs import RunSpec
 from shared.settings import Settings
@@ -41,6 +47,11 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "batch_size": ("hyperparameters", "batch_size"),
     "learning_rate_multiplier": ("hyperparameters", "learning_rate_multiplier"),
     "dpo_beta": ("dpo_beta",),
+    "rft_grader": ("reinforcement", "grader"),
+    "reasoning_effort": ("reinforcement", "hyperparameters", "reasoning_effort"),
+    "compute_multiplier": ("reinforcement", "hyperparameters", "compute_multiplier"),
+    "eval_samples": ("reinforcement", "hyperparameters", "eval_samples"),
+    "eval_interval": ("reinforcement", "hyperparameters", "eval_interval"),
     "seed": ("seed",),
     "suffix": ("suffix",),
     "validation_split": ("validation_split",),
@@ -90,6 +101,22 @@ def spec_warnings(spec: RunSpec) -> list[tuple[str, str]]:
             f"suffix {spec.suffix!r} has {len(spec.suffix)} characters: Azure accepts up to 40 (GA spec), but "
             f"OpenAI's API reference long said {SUFFIX_ADVISED_LENGTH} and tools may cut longer model names",
         ))
+    entry = open_weight.find(spec.model)
+    if entry is not None and spec.deployment.capacity < entry.min_capacity:
+        out.append((
+            "low_capacity",
+            f"deployment_capacity {spec.deployment.capacity} is below {entry.min_capacity} for the open-weight model "
+            f"{entry.id}: at low capacity its fine-tunes answer 'Failed to load LoRA' (Microsoft's fine-tuning "
+            "skill, platform gotchas 5 and 6)",
+        ))
+    if spec.reinforcement is not None:
+        spaced = rft.spaced_templates(spec.reinforcement.grader)
+        if spaced:
+            out.append((
+                "grader_template_spaces",
+                f"grader templates with spaces inside the braces ({', '.join(spaced[:3])}): Microsoft's fine-tuning "
+                "skill reports they fail; write {{item.field}}",
+            ))
     return out
 
 
@@ -209,6 +236,9 @@ def build_spec(
         doc["profile"] = profile_name
     meta_doc, _unknown = metadata_overrides(metadata)
     doc = merge(doc, meta_doc)
+    problems = _open_weight_rules(doc, meta_doc, profile)
+    if problems:
+        raise SpecError("the run spec is invalid: " + "; ".join(problems))
     for key in ("gate", "evaluation"):
         if isinstance(doc.get(key), dict) and not doc[key]:
             doc[key] = None
@@ -218,9 +248,43 @@ def build_spec(
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
+            if not loc:  # a rule across fields (RunSpec's own validators): the message says which
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
             origin = _origin(err["loc"], meta_doc, profile)
             problems.append(f"{loc} = {err.get('input')!r}: {err['msg']} (from {origin})")
         raise SpecError("the run spec is invalid: " + "; ".join(problems)) from None
+
+
+def _open_weight_rules(
+    doc: dict[str, Any], meta_doc: Mapping[str, Any], profile: Mapping[str, Any] | None
+) -> list[str]:
+    """Fill in (in place) and check what an open-weight model must train and deploy with."""
+    entry = open_weight.find(str(doc.get("model") or ""))
+    if entry is None:
+        return []
+    problems = []
+    source = f"{open_weight.DATA_FILE.name} ({open_weight.catalogue().date})"
+    deployment = doc.setdefault("deployment", {})
+    for loc, wanted, key in (
+        (("training_type",), entry.training_type, "training_type"),
+        (("deployment", "sku"), entry.deployment_sku, "deployment_sku"),
+    ):
+        given = _origin(loc, meta_doc, profile) != "app settings"
+        target = deployment if loc[0] == "deployment" else doc
+        value = target.get(loc[-1])
+        if not given or value in (None, ""):
+            target[loc[-1]] = wanted
+        elif str(value).lower() != wanted.lower():
+            problems.append(
+                f"{key} = {value!r}: the open-weight model {entry.id} trains and deploys as {wanted} only "
+                f"({source}) (from {_origin(loc, meta_doc, profile)})"
+            )
+        else:
+            target[loc[-1]] = wanted
+    if _origin(("deployment", "capacity"), meta_doc, profile) == "app settings":
+        deployment["capacity"] = max(int(deployment.get("capacity") or 1), entry.min_capacity)
+    return problems
 
 
 def _origin(loc: tuple[Any, ...], meta_doc: Mapping[str, Any], profile: Mapping[str, Any] | None) -> str:

@@ -36,6 +36,9 @@ def job_effect(services: Services) -> Effect[FineTuningJob]:
             if spec.dpo_beta is not None:
                 dpo_hyper["beta"] = spec.dpo_beta
             method = {"type": "dpo", "dpo": {"hyperparameters": dpo_hyper}}
+        elif spec.method == "reinforcement":
+            assert spec.reinforcement is not None  # RunSpec requires it
+            method = spec.reinforcement.method_body(hyper)  # grader and every hyperparameter under the method
         job = services.aoai.jobs.create(
             model=spec.model,
             training_file=r.files.training.file_id,

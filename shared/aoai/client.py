@@ -413,8 +413,12 @@ class AzureOpenAIClient(BaseClient):
         max_tokens: int | None = None,
         temperature: float | None = None,
         extra: Mapping[str, Any] | None = None,
+        api_version: str | None = None,
     ) -> ChatCompletion:
-        """``POST /deployments/{deployment}/chat/completions``. Retried like a read: it changes no state."""
+        """``POST /deployments/{deployment}/chat/completions``. Retried like a read: it changes no state.
+
+        ``api_version`` overrides the client's for this call (open-weight fine-tunes are served with the
+        preview version: ``shared.open_weight``)."""
         body: dict[str, Any] = {"messages": [dict(m) for m in messages]}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
@@ -424,7 +428,7 @@ class AzureOpenAIClient(BaseClient):
         response = self._send(
             "POST",
             self._inference_path(deployment, "chat/completions", body),
-            params=self._version,
+            params={"api-version": api_version} if api_version and self.surface != V1 else self._version,
             json=body,
             idempotent=True,
         )

@@ -24,6 +24,8 @@ import httpx
 from azure.core.credentials import TokenCredential
 from pydantic import SecretStr
 
+from shared import open_weight
+
 from . import api_versions
 from ._base import BaseClient, seg
 from .auth import MANAGEMENT_SCOPE, BearerTokenAuth, StaticTokenCredential
@@ -248,7 +250,7 @@ class DeploymentsClient(BaseClient):
         capacity: int = 1,
         source: str | None = None,
         source_account: str | None = None,
-        model_format: str = "OpenAI",
+        model_format: str | None = None,
     ) -> DeploymentPoller:
         """PUT the deployment (idempotent: safe to retry and to repeat) and return its poller.
 
@@ -256,8 +258,11 @@ class DeploymentsClient(BaseClient):
         another account: ``source`` (its ARM id; cross-region or cross-subscription in the how-to) or
         ``source_account`` (sent as ``properties.model.sourceAccount``; the how-to's cross-tenant form).
         A ``DeveloperTier`` sku is sent with api-version 2025-07-01-preview, the version the Developer-tier
-        how-to uses; every other sku with the client's ``api_version``.
+        how-to uses; every other sku with the client's ``api_version``. ``model_format`` defaults to the model's
+        own: ``OpenAI``, or an open-weight model's provider string (``shared.open_weight``: case-sensitive, a
+        wrong one is an HTTP 500 on Azure).
         """
+        model_format = model_format or open_weight.deployment_format(model_name)
         model: dict[str, Any] = {"format": model_format, "name": model_name, "version": model_version}
         if source is not None:
             model["source"] = source
@@ -278,6 +283,7 @@ class DeploymentsClient(BaseClient):
         capacity: int = 1,
         source: str | None = None,
         source_account: str | None = None,
+        model_format: str | None = None,
         timeout: float | None = 3600.0,
     ) -> Deployment:
         poller = self.begin_create_or_update(
@@ -288,6 +294,7 @@ class DeploymentsClient(BaseClient):
             capacity=capacity,
             source=source,
             source_account=source_account,
+            model_format=model_format,
         )
         return poller.result(timeout)
 

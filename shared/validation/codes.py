@@ -65,6 +65,10 @@ class Code(StrEnum):
     INVALID_INPUT = "invalid_input"
     INVALID_PREFERRED_OUTPUT = "invalid_preferred_output"
     INVALID_NON_PREFERRED_OUTPUT = "invalid_non_preferred_output"
+    # reinforcement fine-tuning (method reinforcement; shared/validation/reinforcement.py)
+    RFT_FINAL_MESSAGE_NOT_USER = "rft_final_message_not_user"
+    RFT_SYSTEM_MESSAGE = "rft_system_message"
+    RFT_MISSING_GRADER_FIELD = "rft_missing_grader_field"
     # warnings
     UNKNOWN_MODEL = "unknown_model"
     UNRECOGNIZED_KEY = "unrecognized_key"
@@ -185,6 +189,15 @@ CODES: dict[Code, CodeInfo] = {
     ),
     Code.INVALID_NON_PREFERRED_OUTPUT: CodeInfo(
         "error", "line", "`non_preferred_output` is not a list of exactly one assistant message."
+    ),
+    Code.RFT_FINAL_MESSAGE_NOT_USER: CodeInfo(
+        "error", "line", "RFT: the last message is not the user's (the model writes the answer; no assistant reply)."
+    ),
+    Code.RFT_SYSTEM_MESSAGE: CodeInfo(
+        "error", "line", "RFT: a system message, which RFT does not support; put instructions in a developer message."
+    ),
+    Code.RFT_MISSING_GRADER_FIELD: CodeInfo(
+        "error", "line", "RFT: the example lacks a field the grader reads (`{{item.<field>}}`): it would score 0."
     ),
     Code.UNKNOWN_MODEL: CodeInfo(
         "warning", "file", "The model is not in the limits table: o200k_base and 65,536 tokens were assumed."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MIB = 1024 * 1024
@@ -23,6 +25,12 @@ class ValidationOptions(BaseModel):
     tokens_per_example_limit: int | None = Field(None, gt=0, description="overrides the model table")
     price_per_million_tokens: float | None = Field(None, ge=0, description="training price; enables `cost`")
     n_epochs: int | None = Field(None, gt=0, description="overrides the default-epochs rule")
+    method: Literal["supervised", "dpo", "reinforcement"] | None = Field(
+        None, description="reinforcement: RFT data rules (shared/validation/reinforcement.py) instead of SFT's"
+    )
+    grader_fields: tuple[tuple[str, ...], ...] = Field(
+        (), description="RFT: the `{{item.<path>}}` fields the grader reads; every example must have each"
+    )
     check_secrets: bool = True
     check_pii: bool = True
     threads: int | None = Field(None, gt=0, description="tokenizer threads; default: usable CPUs (max 4)")

@@ -20,6 +20,7 @@ from .model_limits import DEFAULT_MODEL, DPO_MODELS, ModelProfile, profile_for, 
 from .options import ValidationOptions
 from .plain_chat import plain_chat_line, role_overheads
 from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines
+from .reinforcement import SFT_ONLY_CODES, check_example
 from .report import DataFormat, FileSummary, LineEndings, TokenStats, ValidationReport, Which
 from .sensitive import Finding, SensitiveScanner
 from .statistics import estimate
@@ -115,6 +116,7 @@ def _scan_file(
     blank_to = 0
     first_content = True
     checker = None
+    rft = options.method == "reinforcement"  # RFT data rules (reinforcement.py); no fast lane: it is SFT's
     try:
         lines = iter_lines(
             iter_chunks(source, options.chunk_size),
@@ -156,7 +158,7 @@ def _scan_file(
                     Code.UNEXPECTED_BOM, lineno, "a byte-order mark starts this line: were files concatenated?", which
                 )
                 continue
-            if result.format == "chat":  # fast lane; None: the general path below
+            if result.format == "chat" and not rft:  # fast lane; None: the general path below
                 plain = plain_chat_line(data, overheads)
                 if plain is not None:
                     if not plain.has_user:
@@ -226,14 +228,18 @@ def _scan_file(
                 log.add(Code.INVALID_JSON, lineno, "invalid JSON: nested too deeply", which)
                 continue
             failed = False
-            for code, message in ex.problems:
+            problems = ex.problems
+            if rft and fmt == "chat":
+                problems = [p for p in problems if p[0] not in SFT_ONLY_CODES]
+                problems += check_example(obj, options.grader_fields)
+            for code, message in problems:
                 log.add(code, lineno, message, which)
                 if not failed and _is_error(code):
                     failed = True
             if fmt != "completion":
                 if not ex.has_user:
                     result.no_user.add(lineno)
-                if fmt == "chat":
+                if fmt == "chat" and not rft:
                     if not ex.has_system:
                         result.no_system.add(lineno)
                     if not ex.ends_with_assistant:
