@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from shared import open_weight
+
 # 2024-07-18 00:00:00 UTC etc.: fixed, so that the model list is deterministic.
 _CREATED = 1721260800
 _DEPRECATION_FT = 1798761600  # 2027-01-01
@@ -26,6 +28,13 @@ class BaseModel:
     max_example_tokens: int = 65_536
     methods: tuple[str, ...] = ("supervised",)
     usage_name: str = ""
+    open_weight_format: str | None = None
+    """An open-weight model: its ARM `model.format` (the provider's string). The catalogue lists it with
+    `capabilities.fine_tune: false` although it can be fine-tuned (the platform gotcha, reproduced)."""
+
+    @property
+    def trainable(self) -> bool:
+        return self.fine_tune or self.open_weight_format is not None
 
     def as_model(self) -> dict[str, Any]:
         return {
@@ -92,6 +101,12 @@ BASE_MODELS: tuple[BaseModel, ...] = (
     BaseModel("gpt-4-0613", False, encoding="cl100k_base", usage_name="GPT-4"),
     BaseModel(
         "text-embedding-3-small", False, chat=False, embeddings=True, encoding="cl100k_base", usage_name="Embeddings"
+    ),
+    # Open-weight models (shared/open_weight_models.json): fine-tunable with trainingType GlobalStandard, listed
+    # with fine_tune false as the real catalogue does.
+    *(
+        BaseModel(m.id, False, methods=m.methods, usage_name=f"{m.id}-finetune", open_weight_format=m.arm_format)
+        for m in open_weight.catalogue().models
     ),
 )
 

@@ -9,6 +9,7 @@ group and account in the path are echoed in ids, not checked. Deployment names a
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from shared import open_weight
 
 from . import clock
 from .catalog import base_model
@@ -28,6 +31,7 @@ from .training import SAFETY_EVAL_MESSAGE
 _PREFIX = r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.CognitiveServices/accounts/(?P<acct>[^/]+)/deployments"  # noqa: E501
 COLLECTION_RE = re.compile(_PREFIX + r"/?$", re.IGNORECASE)
 ITEM_RE = re.compile(_PREFIX + r"/(?P<name>[^/]+)$", re.IGNORECASE)
+log = logging.getLogger(__name__)
 OPERATION_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.CognitiveServices/locations/(?P<loc>[^/]+)"
     r"/operationStatuses/(?P<op>[^/]+)$",
@@ -180,9 +184,6 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
         raise ArmError(400, "InvalidResourceProperties", "properties.model.name is required.",
                        "properties.model.name")
     fmt = model.get("format", "OpenAI")
-    if str(fmt).lower() != "openai":
-        raise ArmError(400, "InvalidResourceProperties", f"The model format '{fmt}' is not supported.",
-                       "properties.model.format")
     existing = state.deployments.get(name)
     if existing is not None and existing.get("deleting_at") is not None:
         raise ArmError(409, "Conflict", f"The deployment '{name}' is being deleted; try again when it is gone.")
@@ -200,8 +201,14 @@ async def put_deployment(request: Request, m: re.Match[str]) -> Response:
                        "epochs can be deployed.", "properties.model.name")
     job = resolved["job"]
     base = job["base_model"] if job else resolved["model"].id
+    expected = open_weight.deployment_format(base)
+    if fmt != expected:
+        # Microsoft's fine-tuning skill: a wrong (or wrongly cased) model.format is "HTTP 500, no message" on Azure,
+        # and the CLI's "OpenAI-OSS" sent to ARM is a 500 too. The body's wording is the emulator's.
+        log.info("deployment %s: model.format %r is not %r: answering 500 as ARM does", name, fmt, expected)
+        raise ArmError(500, "InternalServerError", "An internal server error occurred.")
     usage = base_model(base).usage_name if base_model(base) else base  # type: ignore[union-attr]
-    model_out = {"format": "OpenAI", "name": model["name"], "version": str(model.get("version") or "1")}
+    model_out = {"format": expected, "name": model["name"], "version": str(model.get("version") or "1")}
     for key in ("source", "sourceAccount"):  # sourceAccount: the cross-tenant how-to's field
         if model.get(key):
             model_out[key] = model[key]

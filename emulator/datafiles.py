@@ -47,7 +47,7 @@ _MARKER_RE = re.compile(r"EMULATOR_SCENARIO:([a-z_]+)")
 class Validation:
     ok: bool
     message: str | None = None
-    format: str | None = None  # chat | completion | preference
+    format: str | None = None  # chat | completion | preference | reinforcement
     examples: int = 0
     has_bom: bool = False
     markers: list[str] = field(default_factory=list)
@@ -68,7 +68,14 @@ def decode(content: bytes) -> tuple[str, bool]:
 
 
 def example_format(record: dict[str, Any]) -> str | None:
+    """chat, completion, preference, or reinforcement: a chat example with no assistant message whose last message
+    is the user's (the RFT how-to's data: the model writes the answer, a grader scores it)."""
     if "messages" in record:
+        messages = record["messages"]
+        if (isinstance(messages, list) and messages and isinstance(messages[-1], dict)
+                and messages[-1].get("role") == "user"
+                and not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)):
+            return "reinforcement"
         return "chat"
     if "input" in record and "preferred_output" in record and "non_preferred_output" in record:
         return "preference"
@@ -130,6 +137,8 @@ def _check_lines(text: str) -> tuple[str, int]:
             )
         if fmt == "chat":
             _check_messages(record.get("messages"), number, need_assistant=True)
+        elif fmt == "reinforcement":
+            _check_messages(record.get("messages"), number, need_assistant=False)
         elif fmt == "preference":
             _check_preference(record, number)
         else:
@@ -212,8 +221,16 @@ def messages_tokens(messages: list[dict[str, Any]], encoding_name: str) -> int:
     return total
 
 
+def reference_answer(example: dict[str, Any]) -> str:
+    """An RFT example's reference: the first field beside `messages` and `tools` (what a grader compares with)."""
+    for key, value in example.items():
+        if key not in ("messages", "tools", "parallel_tool_calls"):
+            return value if isinstance(value, str) else json.dumps(value)
+    return ""
+
+
 def example_tokens(example: dict[str, Any], fmt: str, encoding_name: str) -> int:
-    if fmt == "chat":
+    if fmt in ("chat", "reinforcement"):
         total = messages_tokens(example["messages"], encoding_name)
         if example.get("tools"):
             total += count_tokens(json.dumps(example["tools"]), encoding_name)
@@ -235,6 +252,9 @@ def prompt_and_answer(example: dict[str, Any], fmt: str) -> tuple[str, str]:
     if fmt == "preference":
         messages = example["input"]["messages"]
         answer = content_text(example["preferred_output"][0].get("content"))
+    elif fmt == "reinforcement":
+        messages = example["messages"]
+        answer = reference_answer(example)
     else:
         messages = example["messages"]
         assistants = [m for m in messages if m.get("role") == "assistant"]

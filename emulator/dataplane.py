@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import clock, limits
+from . import clock, limits, reinforcement
 from .catalog import BASE_MODELS, base_model
 from .config import DATA_PLANE_VERSIONS, LEGACY_VERSIONS, PREVIEW_VERSIONS, V1_VERSIONS
 from .errors import ApiError, invalid, not_found
@@ -34,6 +34,10 @@ from .state import TERMINAL_JOB, State
 log = logging.getLogger("emulator")
 
 NOT_FINE_TUNABLE = "The specified base model does not support fine-tuning."
+# Open-weight models without trainingType globalStandard: the SDK's failure as Microsoft's fine-tuning skill quotes
+# it ("does not support fine-tuning with Standard TrainingType"); the rest of the sentence is the emulator's.
+OPEN_WEIGHT_TRAINING_TYPE = ("The model {model} does not support fine-tuning with {training_type} TrainingType. "
+                             "Open-weight models are fine-tuned with trainingType globalStandard.")
 FILE_PURPOSES = {"fine-tune", "assistants", "batch", "vision", "user_data", "evals"}
 # The upload purposes of the v1 spec (AzureCreateFileRequestMultiPart `purpose` enum).
 V1_FILE_PURPOSES = {"assistants", "batch", "fine-tune", "evals"}
@@ -306,6 +310,11 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
     }
     if plan.get("beta") is not None or job["method_type"] == "dpo":
         resolved["beta"] = plan.get("beta") if plan.get("beta") is not None else 0.1
+    if job["method_type"] == "reinforcement":  # the RFT how-to: reasoning_effort defaults to medium
+        requested_rft = job["requested_hyperparameters"]
+        for key in ("eval_interval", "eval_samples", "compute_multiplier", "reasoning_effort"):
+            value = requested_rft.get(key, "auto")
+            resolved[key] = "medium" if key == "reasoning_effort" and value in ("auto", "default") else value
     if started:
         hyper: dict[str, Any] = resolved
     elif ctx.surface == "v1":
@@ -356,7 +365,8 @@ def job_view(state: State, job: dict[str, Any], ctx: Ctx, status_override: str |
         if job.get("training_type"):
             view["trainingType"] = job["training_type"]
         method_hyper = {k: v for k, v in hyper.items()}
-        view["method"] = {"type": job["method_type"], job["method_type"]: {"hyperparameters": method_hyper}}
+        view["method"] = {"type": job["method_type"], job["method_type"]: {"hyperparameters": method_hyper,
+                                                                          **(job.get("method_extra") or {})}}
     return view
 
 
@@ -468,8 +478,11 @@ async def create_job(request: Request) -> Response:
         if parent_job is not None:
             parent = parent_job["id"]
             base = base_model(parent_job["base_model"])
-    if base is None or not base.fine_tune:
+    if base is None or not base.trainable:
         raise invalid(NOT_FINE_TUNABLE, "model")
+    if base.open_weight_format is not None and str(training_type or "standard").lower() != "globalstandard":
+        shown = TRAINING_TYPES.get(str(training_type or "standard").lower(), str(training_type))
+        raise invalid(OPEN_WEIGHT_TRAINING_TYPE.format(model=base.id, training_type=shown), "trainingType")
     suffix = body.get("suffix")
     if suffix == "":
         body["suffix"] = suffix = None
@@ -492,15 +505,21 @@ async def create_job(request: Request) -> Response:
         if not isinstance(inner, dict):
             raise invalid(f"method.{method_type} must be an object.", f"method.{method_type}")
         _check_hyperparameters(inner.get("hyperparameters"), f"method.{method_type}.hyperparameters")
+        if method_type == "reinforcement" and "reinforcement" in base.methods:
+            reinforcement.check_method(inner, body)
     if method_type not in base.methods:
         if method_type == "supervised" and base.methods == ("reinforcement",):
             raise invalid(f"The model {base.id} can only be fine-tuned with method 'reinforcement'.", "method.type")
         raise invalid(f"The model {base.id} does not support fine-tuning with method '{method_type}'.",
                       "method.type")
-    need = "preference" if method_type == "dpo" else "completion" if base.completion else "chat"
+    need = {"dpo": "preference", "reinforcement": "reinforcement"}.get(
+        method_type, "completion" if base.completion else "chat")
     _check_file(state, body["training_file"], "training_file", need, base.id, method_type)
     if body.get("validation_file"):
         _check_file(state, body["validation_file"], "validation_file", need, base.id, method_type)
+    if method_type == "reinforcement":
+        for param in ("training_file", "validation_file"):
+            reinforcement.check_examples(state.examples(body[param]), param)
     if training_type is not None:
         body["trainingType"] = TRAINING_TYPES[str(training_type).lower()]
     limits.check_job_room(state)

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from . import clock, datafiles
 from .catalog import base_model, count_tokens
 from .dataplane import context, emu, json_body
-from .errors import DEPLOYMENT_NOT_FOUND, ApiError, invalid
+from .errors import DEPLOYMENT_NOT_FOUND, ApiError, invalid, not_found
 from .state import State
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -82,6 +82,8 @@ def user_turns(example: dict[str, Any], fmt: str) -> tuple[list[str], str]:
     prompt, reply = datafiles.prompt_and_answer(example, fmt)
     if fmt == "preference":
         messages = example["input"]["messages"]
+    elif fmt == "reinforcement":
+        messages = example["messages"]
     else:
         messages = example["messages"]
         messages = messages[:max(i for i, m in enumerate(messages) if m.get("role") == "assistant")]
@@ -327,8 +329,15 @@ async def _completion(request: Request, name: str) -> Response:
 
 
 async def chat_completions(request: Request) -> Response:
-    context(request)
-    return await _chat(request, request.path_params["deployment"])
+    ctx = context(request)
+    name = request.path_params["deployment"]
+    dep = emu(request).deployments.get(name)
+    base = base_model(dep["base_model"]) if dep is not None else None
+    if base is not None and base.open_weight_format is not None and ctx.surface in ("ga", "legacy"):
+        # Open-weight fine-tunes are served on the deployments path with api-version 2025-04-01-preview
+        # (Microsoft's fine-tuning skill, deployment.md). That an older version is the gateway's 404 is inferred.
+        raise not_found()
+    return await _chat(request, name)
 
 
 async def completions(request: Request) -> Response:

@@ -20,7 +20,7 @@ from typing import Any
 
 from shared.epochs import default_epochs
 
-from . import clock, datafiles, limits, training
+from . import clock, datafiles, limits, reinforcement, training
 from .catalog import base_model
 from .config import Config
 
@@ -228,6 +228,10 @@ class State:
             return training.results_csv(job, legacy=job["api_version"] == "2023-05-15")
         return self.contents.get(record["id"], b"")
 
+    def examples(self, file_id: str) -> list[dict[str, Any]]:
+        """The examples of a (validated) file."""
+        return datafiles.read_examples(self.contents.get(file_id, b""))
+
     def delete_file(self, file_id: str) -> None:
         self.files.pop(file_id, None)
         if any(j["training_file"] == file_id for j in self.jobs.values()):
@@ -299,6 +303,12 @@ class State:
             "format": fmt,
         }
         method = body.get("method")
+        rft: dict[str, Any] = (method or {}).get("reinforcement") or {}
+        if (method or {}).get("type") == "reinforcement":
+            plan["method"] = "reinforcement"
+            # A grader reading fields the data lacks scores every sample 0, without an error (the service's way).
+            refs = reinforcement.item_refs(rft.get("grader"))
+            plan["grader_fields_ok"] = reinforcement.fields_present(examples, refs)
         job = {
             "id": job_id,
             "created_at": clock.now(),
@@ -311,6 +321,8 @@ class State:
             "seed": seed,
             "method_type": (method or {}).get("type", "supervised"),
             "method_given": method is not None,
+            # RFT: the grader (and response_format) as given, shown back on the job like the service does.
+            "method_extra": {k: v for k, v in rft.items() if k != "hyperparameters"} or None,
             "requested_hyperparameters": hp,
             "training_type": body.get("trainingType") or body.get("training_type"),
             "integrations": body.get("integrations"),
@@ -521,4 +533,5 @@ def _requested_hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
         "batch_size": hp.get("batch_size", "auto"),
         "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto"),
         **({"beta": hp["beta"]} if "beta" in hp else {}),
+        **{k: hp[k] for k in ("eval_interval", "eval_samples", "compute_multiplier", "reasoning_effort") if k in hp},
     }

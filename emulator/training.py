@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from . import reinforcement
+
 METRIC_KEYS = (
     "train_loss",
     "train_mean_token_accuracy",
@@ -98,10 +100,23 @@ def step_offset(plan: dict[str, Any], step: int) -> float:
 def metrics(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per step: a noisy exponential loss decay and a rising token accuracy, seeded.
 
-    Cached (rows are shared: callers copy before changing one).
+    Cached (rows are shared: callers copy before changing one). An RFT job's rows also have the reward columns
+    (emulator/reinforcement.py).
     """
+    if plan.get("method") == "reinforcement":
+        return _rft_metrics(plan["seed"], plan["data_sha"], plan["n_epochs"], plan["batch_size"], plan["total_steps"],
+                            plan["steps_per_epoch"], plan["has_validation"], plan.get("grader_fields_ok", True))
     return _metrics(plan["seed"], plan["data_sha"], plan["n_epochs"], plan["batch_size"], plan["total_steps"],
                     plan["steps_per_epoch"], plan["has_validation"])
+
+
+@lru_cache(maxsize=64)
+def _rft_metrics(seed: int, data_sha: str, n_epochs: int, batch_size: int, total: int, per_epoch: int,
+                 has_validation: bool, grader_fields_ok: bool) -> list[dict[str, Any]]:
+    plan = {"seed": seed, "data_sha": data_sha, "grader_fields_ok": grader_fields_ok}
+    rows = _metrics(seed, data_sha, n_epochs, batch_size, total, per_epoch, has_validation)
+    return [{**row, **reinforcement.reward_row(plan, row["step"], total, row["valid_loss"] is not None)}
+            for row in rows]
 
 
 @lru_cache(maxsize=256)
@@ -180,6 +195,8 @@ def timeline(job: dict[str, Any]) -> list[dict[str, Any]]:
             text = f"Step {step}: training loss={row['train_loss']:.5f}"
             if row["valid_loss"] is not None:
                 text += f", validation loss={row['valid_loss']:.5f}"
+            if "train_reward_mean" in row:
+                text += f", train_reward_mean={row['train_reward_mean']:.5f}"
             add(offset, text, kind="metrics", data=dict(row))
         if step % per_epoch == 0:
             add(offset, f"Checkpoint created at step {step}.")
@@ -241,7 +258,9 @@ def checkpoints(job: dict[str, Any]) -> list[dict[str, Any]]:
             "id": checkpoint_id(job["id"], epoch),
             "step_number": step,
             "fine_tuned_model_checkpoint": name,
-            "metrics": {"step": float(step), **{k: row[k] for k in METRIC_KEYS}},
+            "metrics": {"step": float(step), **{k: row[k] for k in METRIC_KEYS}, **(
+                {"train_mean_reward": row["train_reward_mean"], "full_valid_mean_reward": row["valid_reward_mean"]}
+                if "train_reward_mean" in row else {})},
         })
     return out
 
@@ -258,7 +277,8 @@ def _cell(value: Any) -> str:
 def results_csv(job: dict[str, Any], *, legacy: bool) -> bytes:
     plan = job["plan"]
     rows = metrics(plan)
-    lines = [",".join(LEGACY_COLUMNS if legacy else CURRENT_COLUMNS)]
+    rft = plan.get("method") == "reinforcement" and not legacy
+    lines = [",".join(LEGACY_COLUMNS if legacy else CURRENT_COLUMNS + (reinforcement.REWARD_KEYS if rft else ()))]
     tokens_per_step = plan["epoch_tokens"] / max(1, plan["steps_per_epoch"])
     for row in rows:
         if legacy:
@@ -277,5 +297,7 @@ def results_csv(job: dict[str, Any], *, legacy: bool) -> bytes:
             ]
         else:
             cells = [row["step"]] + [row[k] for k in METRIC_KEYS]
+            if rft:
+                cells += [row[k] for k in reinforcement.REWARD_KEYS]
         lines.append(",".join(_cell(c) for c in cells))
     return ("\n".join(lines) + "\n").encode()
