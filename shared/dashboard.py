@@ -39,7 +39,8 @@ PAGE_SIZE = 25
 REFRESH_SECONDS = 5
 ROUTE_PREFIX = "/api"  # host.json extensions.http.routePrefix
 ARTIFACTS = artifacts.ARTIFACTS
-CHARTS = (("loss.png", "loss"), ("accuracy.png", "token accuracy"))
+CHARTS = (("loss.png", "loss"), ("accuracy.png", "token accuracy"), ("reward.png", "mean grader reward"))
+"""The charts a run page shows (reward.png: reinforcement fine-tuning only)."""
 EVAL_CHART = "eval.png"
 ISSUES_PER_CODE = 3
 EVENTS_SHOWN = 12

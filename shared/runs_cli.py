@@ -429,6 +429,12 @@ def detail_lines(services: Services, r: RunRecord) -> list[str]:
         out.append(f"  metrics     {m.steps} steps, final train loss {m.final_train_loss}, final valid loss "
                    f"{m.final_full_valid_loss if m.final_full_valid_loss is not None else m.final_valid_loss}"
                    f"{best}{accuracy}, overfitting={m.overfitting}")
+        if m.reward is not None:  # reinforcement fine-tuning
+            w = m.reward
+            out.append(f"  reward      train {w.first_train_reward_mean} -> {w.final_train_reward_mean}, valid "
+                       f"{w.final_valid_reward_mean} (best {w.best_valid_reward_mean} at step "
+                       f"{w.best_valid_reward_mean_step}), parse errors {w.parse_errors}, reasoning tokens "
+                       f"{w.final_reasoning_tokens_mean}")
     if r.gate is not None:
         out.append(f"  gate        {'passed' if r.gate.passed else 'FAILED'} ({len(r.gate.checks)} checks)")
         for c in r.gate.checks:

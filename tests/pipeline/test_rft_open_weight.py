@@ -93,6 +93,9 @@ def test_rft_on_o4_mini_goes_from_drop_to_deployed(driver: Driver, services: Ser
     assert record.metrics is not None and record.metrics.reward is not None
     png = services.store.get_artifact(record.id, "reward.png") or b""
     assert png.startswith(b"\x89PNG")
+    from shared.runs_cli import detail_lines
+
+    assert any(line.startswith("  reward      train ") for line in detail_lines(services, record))
     # deployed as an OpenAI model and answered the smoke test
     assert _puts(emulator, log, str(record.deployment.name)) == ["201"]
     assert _arm_deployment(services, str(record.deployment.name))["properties"]["model"]["format"] == "OpenAI"
