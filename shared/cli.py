@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -69,7 +69,24 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--tokens-limit", type=int, metavar="N", help="tokens per example (default: per model)")
     p.add_argument("--price", type=float, metavar="USD", help="price per million training tokens")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs for the estimate (default: the service rule)")
+    p.add_argument("--rft-grader", metavar="FILE", help="reinforcement fine-tuning: the grader (JSON) the data is "
+                   "checked against (RFT data rules, every field the grader reads on every line)")
     p.set_defaults(func=cmd_validate)
+
+
+def _rft_options(path: str) -> dict[str, Any]:
+    """`--rft-grader FILE`: the validator's RFT mode and the fields the grader reads."""
+    from pydantic import ValidationError
+
+    from shared.rft import ReinforcementSpec, item_fields
+
+    try:
+        grader = ReinforcementSpec.model_validate({"grader": Path(path).read_text(encoding="utf-8")}).grader
+    except OSError as exc:
+        raise _Usage(f"cannot read the grader {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise _Usage(f"the grader {path} is not valid: {exc.errors()[0]['msg']}") from None
+    return {"method": "reinforcement", "grader_fields": tuple(item_fields(grader))}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -88,6 +105,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "price_per_million_tokens": args.price,
         "n_epochs": args.epochs,
     }
+    if args.rft_grader:
+        overrides.update(_rft_options(args.rft_grader))
     try:
         options = ValidationOptions(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

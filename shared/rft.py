@@ -32,6 +32,9 @@ RFT_MODELS: tuple[str, ...] = ("o4-mini-2025-04-16", "gpt-5-2025-08-07")
 RFT_ONLY_MODELS: tuple[str, ...] = ("o4-mini-2025-04-16", "gpt-5-2025-08-07")
 """Models with no supervised fine-tuning (training-types.md: o4-mini and gpt-5 are RFT only)."""
 
+GRADER_MODELS: tuple[str, ...] = ("gpt-4o-2024-08-06", "o3-mini-2025-01-31")
+"""The models the RFT how-to lists for model graders ("Model graders do not require model deployments")."""
+
 StringOperation = Literal["eq", "ne", "like", "ilike"]
 SimilarityMetric = Literal[
     "fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"
@@ -202,6 +205,15 @@ def spaced_templates(grader: BaseModel) -> list[str]:
     for _, text in _template_strings(grader):
         out += [f"{{{{{lead}{ref}{trail}}}}}" for lead, ref, trail in TEMPLATE.findall(text) if lead or trail]
     return out
+
+
+def unlisted_grader_models(grader: BaseModel) -> list[str]:
+    """`score_model` models the how-to does not list as grader models (a warning: the list may have grown)."""
+    if isinstance(grader, ScoreModelGrader):
+        return [] if grader.model in GRADER_MODELS else [grader.model]
+    if isinstance(grader, MultiGrader):
+        return [m for inner in grader.graders.values() for m in unlisted_grader_models(inner)]
+    return []
 
 
 def check_calculate_output(formula: str, names: set[str]) -> None:

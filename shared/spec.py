@@ -117,6 +117,13 @@ def spec_warnings(spec: RunSpec) -> list[tuple[str, str]]:
                 f"grader templates with spaces inside the braces ({', '.join(spaced[:3])}): Microsoft's fine-tuning "
                 "skill reports they fail; write {{item.field}}",
             ))
+        unlisted = rft.unlisted_grader_models(spec.reinforcement.grader)
+        if unlisted:
+            out.append((
+                "grader_model_not_listed",
+                f"score_model grader model {', '.join(unlisted)} is not among the RFT how-to's grader models "
+                f"({', '.join(rft.GRADER_MODELS)}): the job may be refused",
+            ))
     return out
 
 

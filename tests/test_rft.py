@@ -121,3 +121,12 @@ def test_the_reward_chart_is_drawn_only_for_rft_results() -> None:
 def test_grader_model_is_wire_exact() -> None:
     with pytest.raises(ValidationError):
         rft.ReinforcementSpec.model_validate({"grader": {**CHECK, "name": ""}})
+
+
+def test_a_score_model_grader_outside_the_how_tos_list_is_a_warning() -> None:
+    judge = {"type": "score_model", "name": "judge", "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+             "range": [0, 1]}
+    listed = spec_of(rft_grader=json.dumps({**judge, "model": "o3-mini-2025-01-31"}))
+    assert spec_warnings(listed) == []
+    other = spec_of(rft_grader=json.dumps({**judge, "model": "my-judge"}))
+    assert [code for code, _ in spec_warnings(other)] == ["grader_model_not_listed"]

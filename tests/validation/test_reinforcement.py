@@ -59,3 +59,23 @@ def test_the_validation_file_is_held_to_the_same_rules() -> None:
 def test_without_the_rft_method_the_same_data_is_sft_data_without_answers() -> None:
     report = validate(data([example(i) for i in range(12)]), model="o4-mini-2025-04-16")
     assert not report.valid and {e.code for e in report.errors} == {"no_assistant_message"}
+
+
+def test_the_cli_checks_rft_data_against_a_grader_file(tmp_path: Any, capsys: Any) -> None:
+    from shared.cli import main
+
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps({"type": "string_check", "name": "exact", "operation": "eq",
+                                  "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}))
+    examples = [example(i) for i in range(12)]
+    del examples[4]["answer"]
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(data(examples))
+    assert main(["validate", str(train), "--model", "o4-mini-2025-04-16", "--rft-grader", str(grader)]) == 1
+    assert "line 5: [rft_missing_grader_field]" in capsys.readouterr().out
+    grader.write_text('{"type": "python", "name": "p", "source": ""}')
+    try:
+        code = main(["validate", str(train), "--rft-grader", str(grader)])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 2
