@@ -1,7 +1,8 @@
 """The fine-tuning job of a run: created once (an effect under a lease), then followed until it ends.
 
 - create: once every file is `processed`; a lost answer is reconciled by the run's training file id (a file
-  imported for this run alone, so a job training on it is this run's);
+  imported for this run alone, so a job training on it is this run's); on the v1 surface the job carries
+  `metadata.run_id` and is reconciled by it, exactly;
 - follow: one job GET per run per tick (the caller's); new events only (the pages newer than the last one
   seen), merged into `events.json` under its ETag; at the end, checkpoints; a succeeded job queues the
   deploy message and moves the run to `succeeded`, a failed/cancelled/deleted one ends the run.
@@ -23,9 +24,13 @@ from shared.services import Services
 log = logging.getLogger(__name__)
 
 JOB_EFFECT = "job_create"
+RUN_ID_METADATA = "run_id"
+"""The job metadata key (v1) naming the run a job was created for."""
 
 
 def job_effect(services: Services) -> Effect[FineTuningJob]:
+    v1 = services.aoai.surface == "v1"
+
     def create(r: RunRecord) -> FineTuningJob:
         spec = r.spec
         assert spec is not None and r.files.training.file_id is not None
@@ -48,11 +53,14 @@ def job_effect(services: Services) -> Effect[FineTuningJob]:
             seed=spec.seed,
             method=method,
             training_type=spec.training_type,
+            metadata={RUN_ID_METADATA: r.id} if v1 else None,
         )
         log.info("run %s: created job %s", r.id, job.id)
         return job
 
     def find(r: RunRecord) -> list[FineTuningJob]:
+        if v1:  # the job says whose it is
+            return services.aoai.jobs.find_by_metadata(RUN_ID_METADATA, r.id)
         training_file = r.files.training.file_id
         found = [j for j in services.aoai.jobs.list(limit=100) if j.training_file == training_file]
         return sorted(found, key=lambda j: j.created_at or 0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from shared.aoai import (
     COGNITIVE_SERVICES_SCOPE,
     AzureOpenAIClient,
     BadRequestError,
+    ByteSource,
     BytesSource,
     NotFoundError,
     RetryTransport,
@@ -148,3 +150,79 @@ def test_upload_source_streams_parts_through_the_uploads_api(emulator: EmulatorP
     assert sum(" POST /openai/v1/uploads/" in line and "/parts 200" in line for line in log) == 4  # ceil(len / part)
     assert sum("/complete 200" in line for line in log) == 1
     assert sum(" POST /openai/v1/files 200" in line for line in log) == 1
+
+
+class _Generated(ByteSource):
+    """`size` bytes made on demand (never held): content is a function of the offset."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def chunks(self, offset: int, length: int) -> Iterator[bytes]:
+        block = bytes(range(256)) * 256  # 64 KiB; byte i of the source is i % 256
+        end = offset + length
+        for start in range(offset, end, len(block)):
+            n = min(len(block), end - start)
+            yield (block[start % 256 :] + block[: start % 256])[:n]
+
+
+class _Streaming(httpx.BaseTransport):
+    """A transport that reads each request body chunk by chunk (httpx.MockTransport reads it whole first)."""
+
+    def __init__(self, handler: Callable[[httpx.Request, int], httpx.Response]) -> None:
+        self.handler = handler
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        return self.handler(request, sum(len(chunk) for chunk in request.stream))
+
+
+def test_uploading_in_parts_holds_neither_the_file_nor_a_part_in_memory(sleeps: Sleeps) -> None:
+    size, part = 24 * 1024 * 1024, 8 * 1024 * 1024
+    received: dict[str, int] = {}
+
+    def service(request: httpx.Request, length: int) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/parts"):
+            received[path] = received.get(path, 0) + length
+            return jresp(200, {"id": f"part_{len(received)}", "object": "upload.part", "upload_id": "upload_1"})
+        if path.endswith("/complete"):
+            file = {"id": "file-1", "object": "file", "status": "pending", "bytes": size, "filename": "big.jsonl"}
+            return jresp(200, {"id": "upload_1", "status": "completed", "bytes": size, "file": file})
+        return jresp(200, {"id": "upload_1", "object": "upload", "status": "pending", "bytes": size})
+
+    transport = RetryTransport(_Streaming(service), sleep=sleeps, rng=lambda: 0.0)
+    with AzureOpenAIClient("https://unit.openai.azure.com", surface="v1", api_key=API_KEY, transport=transport,
+                           upload_part_bytes=part) as client:
+        tracemalloc.start()
+        try:
+            uploaded = client.files.upload_source("big.jsonl", _Generated(size))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert uploaded.id == "file-1" and len(received) == 1 and sum(received.values()) > size  # 3 parts + headers
+    assert peak < 4 * 1024 * 1024, peak  # a part is 8 MiB, the file 24 MiB: neither was held
+
+
+def test_a_blob_snapshot_is_read_in_ranges_of_one_chunk(azurite: Any, unique_name: Callable[[str], str]) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.imports import BlobSnapshotSource
+
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
+        unique_name("ranges"))
+    data = bytes(range(256)) * 40
+    blob = container.upload_blob("f.jsonl", data)
+    snapshot = blob.create_snapshot()["snapshot"]
+    blob.upload_blob(b"changed after the snapshot", overwrite=True)
+    source = BlobSnapshotSource(container.get_blob_client("f.jsonl", snapshot=snapshot), len(data), chunk_bytes=1000)
+    chunks = list(source.chunks(500, 7000))
+    assert b"".join(chunks) == data[500:7500] and max(len(c) for c in chunks) == 1000
+    reader = source.reader(5000, 5240)
+    assert reader.read(10) == data[5000:5010] and reader.seek(0, 2) == 5240 and reader.seek(0) == 0
+    assert reader.read() == data[5000:]
+    container.delete_container()
