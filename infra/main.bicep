@@ -63,6 +63,10 @@ param trainingPollSchedule string = '0 */1 * * * *'
 param defaultBaseModel string = 'gpt-4o-mini-2024-07-18'
 param defaultTrainingType string = 'Standard'
 
+@description('Data-plane surface: versioned (/openai/...?api-version=, files imported from a SAS URL), v1 (/openai/v1/..., files uploaded in parts, jobs tagged with metadata.run_id), or auto (v1 for a Foundry project endpoint).')
+@allowed(['auto', 'versioned', 'v1'])
+param openAiApiSurface string = 'auto'
+
 @description('Fraction held out for validation when no validation file is given (a decimal string, 0 to < 0.5).')
 param defaultValidationSplit string = '0.1'
 
@@ -218,6 +222,7 @@ var appSettings = union(
     TRAINING_POLL_SCHEDULE: trainingPollSchedule
     AZURE_OPENAI_ENDPOINT: openAiAccess.outputs.endpoint
     AZURE_OPENAI_API_VERSION: '2024-10-21'
+    AZURE_OPENAI_API_SURFACE: openAiApiSurface
     AZURE_MANAGEMENT_ENDPOINT: environment().resourceManager
     AZURE_MANAGEMENT_API_VERSION: '2024-10-01'
     AZURE_SUBSCRIPTION_ID: subscription().subscriptionId

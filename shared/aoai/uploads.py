@@ -11,8 +11,8 @@ the app: ``POST /files`` (multipart) for a file of one part, else the Uploads AP
 A :class:`ByteSource` hands out byte ranges as iterators (a blob snapshot read with ranged downloads, in
 ``shared.imports``); each part is one range, streamed into its request by a :class:`RangeReader`, so memory
 stays at a chunk per request whatever the file's size (with an Entra ID credential httpx buffers one part's
-body, to replay it on a 401: at most ``upload_part_bytes``). Sources: docs/azure-openai-contract.md, "The v1
-surface".
+body, to replay it on a 401: at most ``upload_part_bytes``). Where the Uploads API answers 404, the file goes
+as one streamed ``POST /files``. Sources: docs/azure-openai-contract.md, "The v1 surface".
 
 Retries: creating an upload and adding a part change nothing that matters twice (a part not named in the
 complete call is ignored, an upload never completed expires after an hour and makes no file), so both are
@@ -23,6 +23,7 @@ retried like reads; ``complete`` makes the file and is not: an ambiguous failure
 from __future__ import annotations
 
 import io
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from ._base import seg
 from .api_versions import Feature
-from .errors import APIStatusError
+from .errors import APIStatusError, NotFoundError
 from .models import FileObject, Upload, UploadPart
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ MAX_PART_BYTES = 64 * 1024 * 1024
 DEFAULT_PART_BYTES = MAX_PART_BYTES
 """Part size, and the size above which a file goes through the Uploads API instead of one ``POST /files``."""
 JSONL_MIME_TYPE = "application/jsonl"
+logger = logging.getLogger("shared.aoai")
 
 
 class ByteSource(ABC):
@@ -163,9 +165,16 @@ class Uploads:
 
     def upload_in_parts(self, filename: str, source: ByteSource, *, purpose: str = "fine-tune") -> FileObject:
         """Create an upload, add ``source`` one range of ``upload_part_bytes`` at a time, complete it; return the
-        file. A part refused for good cancels the upload (best effort) before the error is raised."""
+        file. A part refused for good cancels the upload (best effort) before the error is raised.
+
+        Where the service has no Uploads API (a 404 on create: Microsoft's fine-tuning skill reports it for
+        project endpoints) the file goes as one ``POST /files`` instead, streamed all the same."""
         part_bytes = self._c.upload_part_bytes
-        upload = self.create(filename, source.size, purpose=purpose)
+        try:
+            upload = self.create(filename, source.size, purpose=purpose)
+        except NotFoundError as exc:
+            logger.warning("the Uploads API answered 404 (%s): sending %s as one POST /files", exc.message, filename)
+            return self._c.files.upload(filename, source.reader(0, source.size), purpose=purpose)
         part_ids: list[str] = []
         try:
             for index in range(math.ceil(source.size / part_bytes)):

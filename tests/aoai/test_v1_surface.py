@@ -226,3 +226,17 @@ def test_a_blob_snapshot_is_read_in_ranges_of_one_chunk(azurite: Any, unique_nam
     assert reader.read(10) == data[5000:5010] and reader.seek(0, 2) == 5240 and reader.seek(0) == 0
     assert reader.read() == data[5000:]
     container.delete_container()
+
+
+def test_without_an_uploads_api_the_file_goes_as_one_streamed_post(sleeps: Sleeps,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    content = chat_jsonl(20)
+    missing = {"error": {"code": "404", "message": "Resource not found", "param": None, "type": "error"}}
+    file = {"id": "file-9", "object": "file", "status": "pending", "bytes": len(content), "filename": "big.jsonl"}
+    script = Script(jresp(404, missing), jresp(200, file))
+    client = _client(sleeps, script, upload_part_bytes=len(content) // 3)
+    with caplog.at_level("WARNING", logger="shared.aoai"):
+        uploaded = client.files.upload_source("big.jsonl", BytesSource(content))
+    assert uploaded.id == "file-9"
+    assert [r.url.path for r in script.requests] == ["/openai/v1/uploads", "/openai/v1/files"]
+    assert content in script.requests[1].content and "one POST /files" in caplog.text
