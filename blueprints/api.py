@@ -4,7 +4,7 @@
 - `GET  /api/runs` (newest first), `GET /api/runs/{run_id}`, `GET /api/runs/{run_id}/{artifact}`
 - `POST /api/runs/{run_id}/promote[?deployment=NAME]`, `POST /api/deployments/{name}/rollback`,
   `GET /api/deployments/{name}/lineage`
-- `POST /api/runs/{run_id}/cancel`, `POST /api/runs/{run_id}/redeploy` (day-2 commands, shared/run_commands.py)
+- `POST /api/runs/{run_id}/cancel`, `/redeploy`, `/pause`, `/resume` (day-2 commands, shared/run_commands.py)
 - `GET  /api/runs/{run_id}/watch?after=N&etag=E&timeout=S` (long poll until the run changes, shared/watch.py)
 - queue `SUBMIT_QUEUE`: `{"url": "...", "name": "data.jsonl", "spec": {...}}`
 """
@@ -175,13 +175,14 @@ def deployment_lineage(req: func.HttpRequest) -> func.HttpResponse:
 def _run_command(req: func.HttpRequest, command: str) -> func.HttpResponse:
     """A day-2 command: idempotent, recorded in the run's history.
     200 `{"run_id", "command", "changed", "message", "state"}`; 409 when the command cannot apply."""
-    from shared.run_commands import CommandRefused, cancel, redeploy
+    from shared.run_commands import CommandRefused, cancel, pause, redeploy, resume
 
     run_id = req.route_params["run_id"]
     services = get_services()
     try:
         services.store.get(run_id)
-        outcome = {"cancel": cancel, "redeploy": redeploy}[command](services, run_id, by="http")
+        commands = {"cancel": cancel, "redeploy": redeploy, "pause": pause, "resume": resume}
+        outcome = commands[command](services, run_id, by="http")
     except InvalidName as exc:
         return _error(400, "invalid_run_id", str(exc))
     except RunNotFound as exc:
@@ -196,6 +197,18 @@ def _run_command(req: func.HttpRequest, command: str) -> func.HttpResponse:
 @traced("cancel_run")
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     return _run_command(req, "cancel")
+
+
+@bp.route(route="runs/{run_id}/pause", methods=["POST"])
+@traced("pause_run")
+def pause_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _run_command(req, "pause")
+
+
+@bp.route(route="runs/{run_id}/resume", methods=["POST"])
+@traced("resume_run")
+def resume_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _run_command(req, "resume")
 
 
 @bp.route(route="runs/{run_id}/redeploy", methods=["POST"])

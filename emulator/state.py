@@ -349,7 +349,7 @@ class State:
             return math.inf
         t = job["created_at"] + offset
         for pause in job["pauses"]:
-            if pause["at"] <= offset:
+            if pause["at"] < offset:  # what happened at the moment of pausing happened before the pause
                 if pause["real_end"] is None:
                     return math.inf
                 t += pause["real_end"] - pause["real_start"]
@@ -408,10 +408,10 @@ class State:
         extra = []
         for pause in job["pauses"]:
             extra.append({"offset": pause["at"], "level": "info", "message": "Job paused.", "type": "message",
-                          "data": None, "order": 1})
+                          "data": None, "order": 1, "real": pause["real_start"]})
             if pause["real_end"] is not None:
                 extra.append({"offset": pause["at"], "level": "info", "message": "Job resumed.", "type": "message",
-                              "data": None, "order": 2})
+                              "data": None, "order": 2, "real": pause["real_end"]})
         if job["cancel_offset"] is not None and job["cancel_offset"] <= a:
             final, end, _ = training.outcome(job["plan"])
             if job["cancel_offset"] < end:
@@ -427,7 +427,8 @@ class State:
             out.append({
                 "id": training.event_id(job["id"], index) if event.get("order") is None
                 else training.event_id(job["id"], 100_000 + index),
-                "created_at": int(self.real_time(job, event["offset"])),
+                "created_at": int(event["real"] if event.get("real") is not None
+                                  else self.real_time(job, event["offset"])),
                 "level": event["level"],
                 "message": event["message"],
                 "type": event["type"],

@@ -1,4 +1,4 @@
-"""Day-2 commands on a run: cancel and redeploy (the CLI and the HTTP API call these), and watch (CLI).
+"""Day-2 commands on a run: cancel, redeploy, pause and resume (the CLI and the HTTP API call these), and watch.
 
 Each is idempotent (a second call changes nothing and says so) and recorded in the run's history:
 
@@ -11,6 +11,10 @@ Each is idempotent (a second call changes nothing and says so) and recorded in t
   hand, or it ran with deploy=false) gets its deployment: the ARM PUT is idempotent by name and one that
   already serves the model is success. The run keeps its end state; the deployment and a history entry
   `redeploy: ...` are written on it.
+- `pause` / `resume`: the training run's job is paused (the service keeps a checkpoint and stops billing
+  compute) or resumed; the run stays `training` and the timer follows the job as before. The service pauses only
+  a running job that has trained at least one step, and resumes only a paused one: its refusal is the command's
+  (409, the service's words). Needs the v1 surface or a preview api-version (AZURE_OPENAI_PREVIEW_API_VERSION).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from shared.aoai import AzureOpenAIError
+from shared.aoai import AzureOpenAIError, BadRequestError, ConflictError, JobState, UnsupportedFeatureError
 from shared.runs import HistoryEntry, RunRecord, RunState, SurplusObject, utcnow
 from shared.services import Services
 
@@ -114,3 +118,42 @@ def redeploy(services: Services, run_id: str, *, by: str = "cli") -> Outcome:
     if changed:
         record, _ = services.store.update(run_id, note, on_ended=True)
     return Outcome(changed, message, record)
+
+
+def pause(services: Services, run_id: str, *, by: str = "cli") -> Outcome:
+    return _pause_or_resume(services, run_id, "pause", by)
+
+
+def resume(services: Services, run_id: str, *, by: str = "cli") -> Outcome:
+    return _pause_or_resume(services, run_id, "resume", by)
+
+
+_ALREADY = {"pause": (JobState.PAUSING, JobState.PAUSED), "resume": (JobState.RESUMING, JobState.RUNNING)}
+
+
+def _pause_or_resume(services: Services, run_id: str, command: str, by: str) -> Outcome:
+    record = services.store.get(run_id)
+    job_id = record.job.id
+    if record.state != RunState.TRAINING or not job_id:
+        raise CommandRefused(f"run {run_id} is {record.state.value}: only a training run's job can {command}")
+    job = services.aoai.jobs.get(job_id)
+    if job.state in _ALREADY[command]:
+        return Outcome(False, f"job {job_id} of run {run_id} is {job.status} already", record)
+    try:
+        answered = (services.aoai.jobs.pause if command == "pause" else services.aoai.jobs.resume)(job_id)
+    except UnsupportedFeatureError as exc:
+        raise CommandRefused(str(exc)) from exc
+    except (BadRequestError, ConflictError) as exc:  # not running (or not paused): the service's words
+        raise CommandRefused(f"the service refused to {command} job {job_id}: {exc.message}") from exc
+    message = f"job {job_id} {answered.status}"
+
+    def note(r: RunRecord) -> bool:
+        if r.state != RunState.TRAINING:
+            return False
+        r.job.status = answered.status
+        r.history.append(HistoryEntry(at=utcnow(), state=r.state, note=f"{command} ({by}): {message}"))
+        return True
+
+    record, _ = services.store.update(run_id, note)
+    log.info("run %s: %s", run_id, message)
+    return Outcome(True, message, record)

@@ -83,6 +83,12 @@ def add_run_commands(sub: Any) -> None:
     redeploy = sub.add_parser("redeploy", help="deploy the trained model of a run whose deploy failed or was skipped")
     redeploy.add_argument("run_id")
     redeploy.set_defaults(func=cmd_redeploy)
+    pause = sub.add_parser("pause", help="pause a training run's job (v1 surface or a preview api-version)")
+    pause.add_argument("run_id")
+    pause.set_defaults(func=cmd_pause_or_resume, command="pause")
+    resume = sub.add_parser("resume", help="resume a training run's paused job")
+    resume.add_argument("run_id")
+    resume.set_defaults(func=cmd_pause_or_resume, command="resume")
     watch = sub.add_parser("watch", help="follow a run live (state, step, loss) until it ends")
     watch.add_argument("run_id")
     watch.add_argument("--every", type=float, default=5.0, help="seconds between looks (default 5)")
@@ -90,7 +96,7 @@ def add_run_commands(sub: Any) -> None:
     watch.add_argument("--key", help="function key for --api (default: $FUNCTION_KEY)")
     watch.set_defaults(func=cmd_watch)
 
-    for p in (drop, runs, status, cleanup, promote, rollback, cancel, redeploy, watch):
+    for p in (drop, runs, status, cleanup, promote, rollback, cancel, redeploy, pause, resume, watch):
         p.add_argument("--settings", help="local.settings.json to read settings from")
 
     from shared.costs_cli import add_costs_command
@@ -339,6 +345,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     services = services_for(args)
     _load_run(services, args.run_id)
     print(cancel(services, args.run_id, by="cli").message)
+    return 0
+
+
+def cmd_pause_or_resume(args: argparse.Namespace) -> int:
+    from shared.run_commands import CommandRefused, pause, resume
+
+    services = services_for(args)
+    _load_run(services, args.run_id)
+    try:
+        print((pause if args.command == "pause" else resume)(services, args.run_id, by="cli").message)
+    except CommandRefused as exc:
+        raise CommandError(str(exc), exit_code=1) from None
     return 0
 
 

@@ -8,11 +8,17 @@ uploaded from their blob snapshots in parts (no files import exists on v1), and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 
+from shared.advance import tick
+from shared.cli import main
+from shared.run_commands import CommandRefused, pause
 from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
@@ -121,3 +127,50 @@ def _upload_ids(log: RequestLog, prefix: str) -> set[str]:
         if marker in line:
             ids.add(line.split(marker, 1)[1].split("/", 1)[0])
     return ids
+
+
+def test_pause_and_resume_a_training_run_over_http_and_the_cli(
+    v1_driver: Driver, v1_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import blueprints.api as api
+
+    services = v1_driver.services
+    prefix = f"/api/projects/{v1_env['PROJECT']}/openai/v1"
+    emulator.configure(job_seconds=240.0)  # x time scale 0.25: a minute of emulator time, most of it training
+    name = v1_driver.drop("pause.jsonl", chat_lines(24), {"validation_split": "0", "deploy": "false"})
+    record = v1_driver.blob_event(name)
+    assert record is not None
+    with pytest.raises(CommandRefused, match="only a training run"):  # no job yet
+        pause(services, record.id)
+    record = v1_driver.run(record.id, until=lambda r: r.job.status == "running", deploy=False)
+    log = RequestLog(emulator)
+    monkeypatch.setattr(api, "get_services", lambda: services)
+
+    def http(command: str) -> dict[str, Any]:
+        request = func.HttpRequest("POST", f"http://localhost/api/runs/{record.id}/{command}",
+                                   route_params={"run_id": record.id}, body=b"")
+        response = (api.pause_run if command == "pause" else api.resume_run)(request)
+        assert response.status_code == 200, response.get_body()
+        answer: dict[str, Any] = json.loads(response.get_body())
+        return answer
+
+    first, again = http("pause"), http("pause")
+    assert first["changed"] and first["state"] == "training" and not again["changed"]
+    assert "already" in again["message"]
+    paused = v1_driver.run(record.id, until=lambda r: r.job.status == "paused", deploy=False)
+    for _ in range(30):  # the timer keeps following a paused job; the emulator's clock moves, the job does not
+        tick(services)
+        emulator.advance_clock(60)
+    assert services.store.get(record.id).state == RunState.TRAINING
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {k: v for k, v in v1_env.items() if k != "PROJECT"}}), "utf-8")
+    assert main(["resume", record.id, "--settings", str(settings)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    v1_driver.step_seconds = 5.0
+    done = v1_driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
+    assert paused.job.status == "paused"
+    assert log.count("POST", f"{prefix}/fine_tuning/jobs/{record.job.id}/pause") == 1  # the second was a no-op
+    assert log.count("POST", f"{prefix}/fine_tuning/jobs/{record.job.id}/resume") == 1
+    notes = [h.note for h in done.history]
+    assert any(n.startswith("pause (http): job") for n in notes) and any(n.startswith("resume (cli)") for n in notes)
