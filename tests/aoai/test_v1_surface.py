@@ -27,6 +27,7 @@ from shared.aoai import (
 from shared.aoai.endpoints import DataPlaneEndpoint, is_project_endpoint
 from tests.emulator.conftest import chat_jsonl
 from tests.harness.emulator import EmulatorProcess
+from tests.harness.waiting import wait_for
 
 from .conftest import API_KEY, SAS_URL, Script, Sleeps, jresp
 
@@ -145,7 +146,11 @@ def test_upload_source_streams_parts_through_the_uploads_api(emulator: EmulatorP
         assert client.files.content(uploaded.id) == content
         small = client.files.upload_source("small.jsonl", BytesSource(content[:part]))  # one part: POST /files
         assert small.bytes == part
-    log = emulator.log_text().splitlines()[start:]
+    def logged() -> list[str]:  # the emulator's log is read in a thread: wait for the last request's line
+        lines = emulator.log_text().splitlines()[start:]
+        return lines if any(" POST /openai/v1/files 200" in line for line in lines) else []
+
+    log = wait_for(logged, "the upload's last request in the emulator's log")
     assert sum(" POST /openai/v1/uploads 200" in line for line in log) == 1
     assert sum(" POST /openai/v1/uploads/" in line and "/parts 200" in line for line in log) == 4  # ceil(len / part)
     assert sum("/complete 200" in line for line in log) == 1

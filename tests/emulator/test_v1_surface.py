@@ -19,6 +19,7 @@ import pytest
 
 from tests.emulator.conftest import GA, chat_jsonl
 from tests.harness.emulator import EmulatorProcess
+from tests.harness.waiting import wait_for
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -163,8 +164,8 @@ def test_a_foundry_project_endpoint_serves_the_v1_surface(emulator: EmulatorProc
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata={"run_id": project})
     assert client.fine_tuning.jobs.retrieve(job.id).metadata == {"run_id": project}
     assert job.id in [j.id for j in v1_client(emulator).fine_tuning.jobs.list(limit=100)]  # one resource
-    log = emulator.log_text()
-    assert f"POST /api/projects/{project}/openai/v1/fine_tuning/jobs 200" in log  # logged as the client sent it
+    line = f"POST /api/projects/{project}/openai/v1/fine_tuning/jobs 200"  # logged as the client sent it
+    wait_for(lambda: line in emulator.log_text(), "the job create in the emulator's log")
     versioned = httpx.get(f"{emulator.base_url}/api/projects/{project}/openai/files", params={"api-version": GA},
                           headers={"api-key": emulator.api_key or ""})
     assert versioned.status_code == 404  # a project endpoint has the v1 surface only

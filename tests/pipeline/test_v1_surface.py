@@ -22,6 +22,7 @@ from shared.run_commands import CommandRefused, pause
 from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
+from tests.harness.waiting import wait_for
 from tests.pipeline.conftest import Driver, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
@@ -60,6 +61,8 @@ def test_sft_on_v1_goes_from_drop_to_deployed(v1_driver: Driver, v1_env: dict[st
         assert job.metadata == {"run_id": record.id}  # the job says whose it is
         assert [j.id for j in services.aoai.jobs.find_by_metadata("run_id", record.id)] == [record.job.id]
 
+        smoke = f" POST {prefix}/chat/completions 200"  # the log is read in a thread: wait for the last line counted
+        wait_for(lambda: smoke in emulator.log_text(), "the smoke test in the emulator's log")
         parts = -(-len(data) // PART_BYTES)  # the training file in ranges of PART_BYTES, never whole
         assert parts >= 3
         assert log.count("POST", f"{prefix}/fine_tuning/jobs") == 1
@@ -170,6 +173,8 @@ def test_pause_and_resume_a_training_run_over_http_and_the_cli(
     v1_driver.step_seconds = 5.0
     done = v1_driver.run(record.id, until=lambda r: r.state == RunState.SUCCEEDED, deploy=False)
     assert paused.job.status == "paused"
+    resumed = f" POST {prefix}/fine_tuning/jobs/{record.job.id}/resume 200"
+    wait_for(lambda: resumed in emulator.log_text(), "the resume in the emulator's log")
     assert log.count("POST", f"{prefix}/fine_tuning/jobs/{record.job.id}/pause") == 1  # the second was a no-op
     assert log.count("POST", f"{prefix}/fine_tuning/jobs/{record.job.id}/resume") == 1
     notes = [h.note for h in done.history]
