@@ -24,6 +24,10 @@ class GateSpec(BaseModel):
     min_valid_token_accuracy: float | None = Field(default=None, ge=0, le=1)
     min_train_token_accuracy: float | None = Field(default=None, ge=0, le=1)
     allow_overfitting: bool = True
+    min_valid_reward: float | None = Field(default=None)
+    """RFT: the final mean grader reward on the validation samples must reach it."""
+    max_reward_gap: float | None = Field(default=None, ge=0)
+    """RFT: final training reward minus validation reward at most this (the skill: above 0.10, reward hacking)."""
 
 
 class GateCheck(BaseModel):
@@ -51,6 +55,8 @@ _ABSENT_WHY = {
     "valid_mean_token_accuracy": "no validation file",
     "train_loss": "no training loss in the results file",
     "train_mean_token_accuracy": "no training token accuracy in the results file",
+    "valid_reward_mean": "not a reinforcement fine-tuning job, or no validation reward in the results file",
+    "reward_gap": "not a reinforcement fine-tuning job, or no training and validation reward to compare",
 }
 
 
@@ -90,6 +96,13 @@ def evaluate_gate(spec: GateSpec, summary: MetricsSummary) -> GateResult:
         )
     if not spec.allow_overfitting:
         checks.append(_overfitting(summary))
+    reward = summary.reward
+    if spec.min_valid_reward is not None:
+        valid_reward = reward.final_valid_reward_mean if reward else None
+        checks.append(_limit("min_valid_reward", "valid_reward_mean", valid_reward, spec.min_valid_reward, upper=False))
+    if spec.max_reward_gap is not None:
+        checks.append(_limit("max_reward_gap", "reward_gap", reward.train_valid_gap if reward else None,
+                             spec.max_reward_gap, upper=True))
     reasons = [c.message for c in checks if not c.passed]
     return GateResult(passed=not reasons, reasons=reasons, checks=checks)
 

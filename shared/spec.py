@@ -11,7 +11,8 @@
   `deploy` (true/false), `deployment_name`,
   `deployment_sku`, `deployment_capacity`, `deployment_target` (final|best_checkpoint), `deployment_source`,
   `gate_max_full_valid_loss`, `gate_max_valid_loss`, `gate_max_train_loss`, `gate_min_valid_token_accuracy`,
-  `gate_min_train_token_accuracy`, `gate_allow_overfitting`, `test_split`, `test_blob`, `serve_as`,
+  `gate_min_train_token_accuracy`, `gate_allow_overfitting`, `gate_min_valid_reward`, `gate_max_reward_gap`,
+  `test_split`, `test_blob`, `serve_as`,
   `eval_graders` (a JSON list), `eval_min_score`, `eval_min_improvement`, `eval_regression_tolerance`,
   `eval_compare_to`, `eval_checkpoints`.
 
@@ -70,6 +71,8 @@ METADATA_FIELDS: dict[str, tuple[str, ...]] = {
     "gate_min_valid_token_accuracy": ("gate", "min_valid_token_accuracy"),
     "gate_min_train_token_accuracy": ("gate", "min_train_token_accuracy"),
     "gate_allow_overfitting": ("gate", "allow_overfitting"),
+    "gate_min_valid_reward": ("gate", "min_valid_reward"),
+    "gate_max_reward_gap": ("gate", "max_reward_gap"),
     "test_split": ("test_split",),
     "serve_as": ("serve_as",),
     "retention_delete_result_files": ("retention", "delete_result_files"),

@@ -130,3 +130,18 @@ def test_a_score_model_grader_outside_the_how_tos_list_is_a_warning() -> None:
     assert spec_warnings(listed) == []
     other = spec_of(rft_grader=json.dumps({**judge, "model": "my-judge"}))
     assert [code for code, _ in spec_warnings(other)] == ["grader_model_not_listed"]
+
+
+def test_the_reward_gates() -> None:
+    from shared.gate import GateSpec, evaluate_gate
+
+    rft_summary = summarize(parse_results(
+        "step,train_loss,train_reward_mean,valid_reward_mean\n1,1.0,0.30,0.28\n2,0.9,0.80,0.60\n"))
+    result = evaluate_gate(GateSpec(min_valid_reward=0.5, max_reward_gap=0.1), rft_summary)
+    assert [(c.check, c.passed) for c in result.checks] == [("min_valid_reward", True), ("max_reward_gap", False)]
+    assert result.reasons == ["reward_gap 0.20 is above the limit 0.10"]
+    sft = evaluate_gate(GateSpec(min_valid_reward=0.5), summarize(parse_results("step,train_loss\n1,1.0\n")))
+    assert not sft.passed and "not a reinforcement fine-tuning job" in sft.reasons[0]
+    spec = build_spec(Settings(), metadata={"model": O4, "rft_grader": json.dumps(CHECK),
+                                            "gate_min_valid_reward": "0.4", "gate_max_reward_gap": "0.1"})
+    assert spec.gate == GateSpec(min_valid_reward=0.4, max_reward_gap=0.1)

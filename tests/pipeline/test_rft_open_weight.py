@@ -65,7 +65,8 @@ def _job_as_the_preview_shows_it(emulator: Any, job_id: str) -> dict[str, Any]:
 def test_rft_on_o4_mini_goes_from_drop_to_deployed(driver: Driver, services: Services, emulator: Any) -> None:
     log = RequestLog(emulator)
     metadata = {"model": "o4-mini-2025-04-16", "rft_grader": json.dumps(GRADER), "reasoning_effort": "low",
-                "eval_samples": "5", "eval_interval": "2", "compute_multiplier": "1.5", "n_epochs": "2"}
+                "eval_samples": "5", "eval_interval": "2", "compute_multiplier": "1.5", "n_epochs": "2",
+                "gate_min_valid_reward": "0.3"}
     name = driver.drop("puzzles.jsonl", rft_lines(30), metadata)
     record = driver.blob_event(name)
     assert record is not None and record.state == RunState.IMPORTING, record.error
@@ -91,6 +92,8 @@ def test_rft_on_o4_mini_goes_from_drop_to_deployed(driver: Driver, services: Ser
     assert reward["final_train_reward_mean"] > reward["first_train_reward_mean"]
     assert reward["final_valid_reward_mean"] is not None and reward["parse_errors"] is not None
     assert record.metrics is not None and record.metrics.reward is not None
+    assert record.gate is not None and record.gate.passed
+    assert [c.check for c in record.gate.checks] == ["min_valid_reward"]
     png = services.store.get_artifact(record.id, "reward.png") or b""
     assert png.startswith(b"\x89PNG")
     from shared.runs_cli import detail_lines
