@@ -227,7 +227,7 @@ def eval_item(example: dict[str, Any]) -> dict[str, Any] | None:
         messages = [m for m in example["messages"] if isinstance(m, dict)]
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if last is None:
-            return None
+            return _rft_item(example, messages)
         reply = messages[last]
         content = reply.get("content")
         text = content if isinstance(content, str) else " ".join(
@@ -243,6 +243,19 @@ def eval_item(example: dict[str, Any]) -> dict[str, Any] | None:
         return {"input": example["input"].get("messages") or [], "reference": str(preferred.get("content") or ""),
                 "reference_tool_calls": []}
     return None
+
+
+def _rft_item(example: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An RFT example (no assistant reply, the user's message last): the prompt is every message, the reference
+    the first field beside `messages` (what its grader compares with), so `{{item.reference}}` means the same."""
+    if not messages or messages[-1].get("role") != "user":
+        return None
+    extra = next(((k, v) for k, v in example.items() if k not in ("messages", "tools", "parallel_tool_calls")), None)
+    if extra is None:
+        return None
+    reference = extra[1] if isinstance(extra[1], str) else json.dumps(extra[1])
+    prompt = [{"role": m.get("role"), "content": m.get("content") or ""} for m in messages]
+    return {"input": prompt, "reference": reference, "reference_tool_calls": []}
 
 
 # --- what the record keeps ---------------------------------------------------------------------------------------

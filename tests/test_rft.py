@@ -145,3 +145,14 @@ def test_the_reward_gates() -> None:
     spec = build_spec(Settings(), metadata={"model": O4, "rft_grader": json.dumps(CHECK),
                                             "gate_min_valid_reward": "0.4", "gate_max_reward_gap": "0.1"})
     assert spec.gate == GateSpec(min_valid_reward=0.4, max_reward_gap=0.1)
+
+
+def test_an_rft_example_is_an_eval_item_with_its_reference() -> None:
+    from shared.evalspec import eval_item
+
+    messages = [{"role": "developer", "content": "Number only."}, {"role": "user", "content": "2 + 3?"}]
+    assert eval_item({"messages": messages, "answer": "5"}) == {
+        "input": messages, "reference": "5", "reference_tool_calls": []}
+    assert eval_item({"messages": messages, "answer": {"value": 5}})["reference"] == '{"value": 5}'
+    assert eval_item({"messages": messages}) is None
+    assert eval_item({"messages": [*messages, {"role": "developer", "content": "x"}], "answer": "5"}) is None
