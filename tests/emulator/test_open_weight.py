@@ -13,6 +13,7 @@ from openai import AzureOpenAI
 from shared import open_weight
 from tests.emulator.conftest import ARM, GA, PREVIEW, arm_get, arm_headers, chat_jsonl, make_client, processed_file
 from tests.harness.emulator import EmulatorProcess
+from tests.harness.waiting import wait_for
 
 MODEL = "Ministral-3B"
 
@@ -27,8 +28,14 @@ def put(emulator: EmulatorProcess, name: str, model: str, fmt: str | None) -> ht
 
 
 def puts_answered(emulator: EmulatorProcess, name: str, status: int, since: int) -> int:
-    lines = emulator.log_text().splitlines()[since:]
-    return sum(1 for line in lines if " PUT " in line and f"/deployments/{name} {status} " in line)
+    """PUTs of `name` answered `status` since line `since`; the log is read in a thread: wait for the first one."""
+
+    def count() -> int:
+        lines = emulator.log_text().splitlines()[since:]
+        return sum(1 for line in lines if " PUT " in line and f"/deployments/{name} {status} " in line)
+
+    wait_for(count, f"a PUT of {name} answered {status} in the emulator's log")
+    return count()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import httpx
 
 from shared.runs import RunState
 from shared.services import Services
+from tests.harness.waiting import wait_for
 from tests.pipeline.conftest import Driver, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
@@ -44,13 +45,19 @@ def _arm_deployment(services: Services, name: str) -> dict[str, Any]:
 
 
 def _puts(emulator: Any, log: RequestLog, deployment: str) -> list[str]:
-    """The statuses the emulator answered to PUTs of `deployment` since `log` began."""
-    out = []
-    for line in emulator.log_text().splitlines()[log.start:]:
-        marker = f"/deployments/{deployment} "
-        if " PUT " in line and marker in line:
-            out.append(line.split(marker, 1)[1].split()[0])
-    return out
+    """The statuses the emulator answered to PUTs of `deployment` since `log` began (the log is read in a
+    thread: the first one is waited for)."""
+
+    def statuses() -> list[str]:
+        out = []
+        for line in emulator.log_text().splitlines()[log.start:]:
+            marker = f"/deployments/{deployment} "
+            if " PUT " in line and marker in line:
+                out.append(line.split(marker, 1)[1].split()[0])
+        return out
+
+    wait_for(statuses, f"a PUT of {deployment} in the emulator's log")
+    return statuses()
 
 
 def _job_as_the_preview_shows_it(emulator: Any, job_id: str) -> dict[str, Any]:
