@@ -4,7 +4,11 @@ Goal (issue): <= 5 s per tick and exactly 1 job GET per active run. Also: drop-t
 10 MB file. Starts its own Azurite + emulator (no devhost: the handlers are called in-process) and prints
 one JSON line of figures at the end.
 
-usage: python -m bench.tick [--runs 1000] [--latency-ms 50] [--ticks 3] [--file-mb 10]
+usage: python -m bench.tick [--runs 1000] [--latency-ms 50] [--ticks 3] [--file-mb 10] [--distinct-jobs N]
+
+`--distinct-jobs N` makes N queued jobs and gives each run one of them (round robin): the tick still sends one GET
+per run, but the emulator holds N jobs, not one per run. The emulator works out every job's queue wait from all
+its jobs on each read (emulator/limits.py), so 10,000 jobs would measure the emulator, not the tick.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--ticks", type=int, default=3)
     parser.add_argument("--file-mb", type=float, default=10.0)
+    parser.add_argument("--distinct-jobs", type=int, default=0, help="jobs made (0: one per run)")
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
     unlimited = ("--max-running-jobs", "0", "--max-queued-jobs", str(args.runs + 10), "--max-total-jobs",
@@ -61,14 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         training = services.aoai.files.upload("bench.jsonl", _stuck_training_file())
         while services.aoai.files.get(training.id).status != "processed":
             time.sleep(0.2)
-        for i in range(args.runs):
-            job = services.aoai.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training.id)
+        distinct = args.distinct_jobs or args.runs
+        jobs = [services.aoai.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training.id)
+                for _ in range(distinct)]
+
+        def make(i: int) -> None:
+            job = jobs[i % distinct]
             record = RunRecord.new(
                 f"bench-{i:06d}", RunSource(container="training-data", blob_name=f"bench-{i}.jsonl", etag=str(i))
             )
             record.state = RunState.TRAINING
             record.job = RunJob(id=job.id, status=job.status)
             services.store.create(record)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(make, range(args.runs)))
 
         admin.post("faults", json={"method": "*", "path": "/openai/*", "mode": "latency",
                                    "latency_ms": args.latency_ms})
@@ -107,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = {
         "runs": args.runs,
+        "distinct_jobs": args.distinct_jobs or args.runs,
         "latency_ms": args.latency_ms,
         "tick_seconds": [t["seconds"] for t in ticks],
         "job_gets_per_run": [t["job_gets_per_run"] for t in ticks],

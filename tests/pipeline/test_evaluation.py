@@ -14,6 +14,7 @@ import pytest
 
 from shared.advance import tick
 from shared.promote import lineage, promote, rollback
+from shared.retention import look, plan, policy_for
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.summary import run_summary
@@ -67,6 +68,10 @@ def _candidate_deployments_gone(services: Services, record: RunRecord) -> None:
         assert any(s.id == t.deployment and s.removed_at is not None for s in record.surplus), t.deployment
         found = services.deployments.get(t.deployment)
         assert found is None or found.provisioning_state == "Deleting", (t.deployment, found)
+    # So the retention policy finds no candidate deployment left to delete for the run (shared/retention.py).
+    resource = look(services)
+    assert [a for a in plan(record, policy_for(record, services.settings), resource)
+            if a.target == "candidate_deployment"] == []
 
 
 def test_better_candidate_passes_and_is_promoted_onto_serve_as(
