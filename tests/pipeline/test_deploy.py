@@ -14,6 +14,7 @@ from shared.deploy import DeployRetry, handle_deploy_message
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
+from shared.summary import run_summary
 from tests.pipeline.conftest import Driver, age_run, chat_lines
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -268,6 +269,9 @@ def test_cleanup_removes_the_deployment_and_files_but_keeps_the_model(driver: Dr
     models = {m.id for m in services.aoai.models.list()}
     assert record.job.fine_tuned_model in models  # the model stays and can be deployed again
     assert cleanup_run(services, record.id) == []  # repeating it is harmless
-    assert any(
-        w.message.startswith("cleaned up: deleted deployment clean") for w in services.store.get(record.id).warnings
-    )
+    cleaned = services.store.get(record.id)
+    assert any(w.message.startswith("cleaned up: deleted deployment clean") for w in cleaned.warnings)
+    # The run keeps its end state; its deployment no longer reads as serving (the summary, the table, status).
+    assert cleaned.state == RunState.DEPLOYED and cleaned.deployment.provisioning_state == "Deleted"
+    assert cleaned.deployment.deleted_at is not None and run_summary(cleaned).serving is False
+    assert [(e.target, e.id, e.action) for e in cleaned.retention] == [("deployment", "clean", "delete")]
