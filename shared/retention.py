@@ -7,8 +7,10 @@ Two parts:
    blobs the run keeps and hold places of the resource's 50-file / 1 GB quota that admission needs
    (`RETENTION_DELETE_IMPORTED_FILES`). The test set (purpose `evals`) is the evaluation's and stays.
 2. **The retention pass** (its own timer, `RETENTION_SCHEDULE`; `python -m shared.cli cleanup --policy`) over the
-   ended runs that still hold something (one blob index query on the tag `retain`, one ARM listing of the
-   deployments with the service's own clock, the `Date` of that answer):
+   ended runs that still hold something: one blob index query on the tag `retain` (a deployment that may serve,
+   result files to delete, a run's own `artifacts_days`), one on `prune_from` (when the run ended, for
+   `RETENTION_ARTIFACTS_DAYS`), so ended runs with nothing left are never read; one ARM listing of the
+   deployments with the service's own clock (the `Date` of that answer):
 
    - the job's result files on the service, once the metrics are stored (results.csv stays beside the run):
      deleted (`delete_result_files`);
@@ -140,7 +142,7 @@ def _reported(record: RunRecord, target: str, ident: str, reason: str) -> bool:
 
 def ended_at(record: RunRecord) -> datetime:
     """When the run reached its end state (the first entry in it: later ones are notes, retention's own too)."""
-    return next((h.at for h in record.history if h.state == record.state), record.updated_at)
+    return record.ended_at or record.updated_at
 
 
 def deployed_at(record: RunRecord) -> datetime | None:
@@ -259,7 +261,14 @@ class PassReport:
 
 def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterable[str] | None = None) -> PassReport:
     """Apply (or with `dry_run` only show) the retention policy to every ended run that still holds something."""
-    ids = list(run_ids) if run_ids is not None else services.store.retained_run_ids()
+    if run_ids is not None:
+        ids = list(run_ids)
+    else:
+        ids = services.store.retained_run_ids()
+        days = services.settings.retention_artifacts_days
+        if days:
+            seen = set(ids)
+            ids += [i for i in services.store.prunable_run_ids(utcnow() - timedelta(days=days)) if i not in seen]
     resource = look(services)
     workers = max(1, min(services.settings.tick_concurrency, len(ids)))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -413,15 +413,33 @@ class RunRecord(_Model):
 
     @property
     def retains(self) -> bool:
-        """An ended run still holding something the retention pass may act on (its index tag `retain`)."""
+        """An ended run the retention pass must look at on every pass (its index tag `retain`): its deployment
+        may still serve, its result files wait for deletion, or its own policy prunes its blobs."""
         if not self.terminal:
             return False
         done = {(e.target, e.id) for e in self.retention if e.action in ("delete", "gone")}
         if self.deployment.name and self.deployment.deleted_at is None:
             return True
-        if any(("result_file", f) not in done for f in self.job.result_files):
+        if self.metrics is not None and any(("result_file", f) not in done for f in self.job.result_files):
             return True
-        return ("artifacts", f"runs/{self.id}/") not in done
+        removed = {s.id for s in self.surplus if s.removed_at is not None}
+        if self.eval is not None and any(t.temporary and t.deployment not in removed
+                                         and ("candidate_deployment", t.deployment) not in done
+                                         for t in self.eval.targets):
+            return True  # a candidate deployment the evaluation did not delete (it normally does at its verdict)
+        own = self.spec.retention if self.spec is not None else None
+        return own is not None and own.artifacts_days is not None and not self.pruned
+
+    @property
+    def pruned(self) -> bool:
+        return any(e.target == "artifacts" and e.removed_at is not None for e in self.retention)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the run reached its end state (the first history entry in it; later ones are notes)."""
+        if not self.terminal:
+            return None
+        return next((h.at for h in self.history if h.state == self.state), self.updated_at)
 
     @property
     def unannounced(self) -> bool:

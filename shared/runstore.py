@@ -62,7 +62,9 @@ def _tags(record: RunRecord) -> dict[str, str]:
         "job_status": record.job.status or "-",
         "warned": "1" if record.job.queued_warning_sent else "0",
         "created": created_tag(record.created_at),  # the dashboard orders runs by it without reading them
-        "retain": "1" if record.retains else "0",  # the retention pass's query (shared/retention.py)
+        "retain": "1" if record.retains else "0",  # the retention pass's queries (shared/retention.py)
+        "prune_from": (created_tag(ended) if (ended := record.ended_at) is not None and not record.pruned
+                       else "never"),  # when its blobs may be pruned from (RETENTION_ARTIFACTS_DAYS)
     }
 
 
@@ -292,6 +294,15 @@ class RunStore:
         return [
             str(blob.name)[len("runs/") : -len(RECORD_NAME) - 1]
             for blob in self.container.find_blobs_by_tags("\"retain\"='1'")
+            if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
+        ]
+
+    def prunable_run_ids(self, ended_before: datetime) -> list[str]:
+        """Ended runs whose blobs are not pruned and that ended before `ended_before` (one blob index query)."""
+        query = f"\"prune_from\" < '{created_tag(ended_before)}'"
+        return [
+            str(blob.name)[len("runs/") : -len(RECORD_NAME) - 1]
+            for blob in self.container.find_blobs_by_tags(query)
             if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
         ]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, derive_run_id
-from shared.runstore import ConcurrentUpdate, RunStore
+from shared.runstore import ConcurrentUpdate, RunStore, created_tag
 
 
 @pytest.fixture
@@ -62,9 +63,12 @@ def test_active_runs_found_by_index_tags(store: RunStore) -> None:
     created = store.get(ids[1]).created_at.strftime("%Y%m%dT%H%M%S.%fZ")
     assert tags == {
         "active": "0", "state": "rejected", "job": "-", "job_status": "-", "warned": "0", "created": created,
-        "retain": "1",  # ended, its blobs not pruned: the retention pass looks at it
+        "retain": "0",  # ended with nothing the retention pass must look at on every pass
+        "prune_from": created_tag(store.get(ids[1]).history[-1].at),  # its blobs, by when it ended
     }
-    assert store.retained_run_ids() == [ids[1]]
+    assert store.retained_run_ids() == []
+    assert store.prunable_run_ids(datetime.now(UTC)) == [ids[1]]
+    assert store.prunable_run_ids(datetime.now(UTC) - timedelta(days=1)) == []
 
 
 def test_concurrent_updates_lose_nothing(store: RunStore) -> None:
