@@ -14,6 +14,7 @@ from shared import watch
 from shared.cli import main
 from shared.runs import RunRecord, RunSource, RunState
 from shared.services import Services
+from shared.settings import settings_from_env
 from tests.pipeline.conftest import Driver, chat_lines
 
 
@@ -76,3 +77,22 @@ def test_status_shows_split_epochs_metrics_gate_cost_and_artifacts(
     assert out["cost"].startswith("  cost        estimated")
     assert out["artifacts"].strip() == f"artifacts   {services.settings.runs_container}/runs/{record.id}/"
     assert out["metrics.json"].split()[1:] == ["GET", f"/api/runs/{record.id}/metrics.json"]
+
+
+def test_the_runs_table_shows_a_waiting_runs_place_and_why(
+    app_env: dict[str, str], emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = dict(app_env, RESOURCE_MAX_FILES="2")  # room for one run's files: the second run waits
+    services = Services.from_settings(settings_from_env(env), env=env)
+    services.ensure_storage()
+    driver = Driver(services, emulator)
+    for name in ("first.jsonl", "second.jsonl"):
+        driver.drop(name, chat_lines(20), {"deploy": "false"})
+    driver.blob_event("first.jsonl")
+    waiting = driver.blob_event("second.jsonl")
+    assert waiting is not None and waiting.state == RunState.WAITING
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": env}))
+    assert main(["runs", "--settings", str(settings)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(waiting.id))
+    assert row.split()[1] == "waiting" and "position 1 of 1: file quota: 2 of 2 fine-tune files" in row, row
