@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from shared import admission
+from shared import admission, retention
 from shared.aoai import AzureOpenAIError, BadRequestError, FineTuningJob, JobState, NotFoundError
 from shared.imports import ensure_imports, follow_imports
 from shared.lifecycle import QUEUE_DRIVEN_STATES, rule
@@ -254,7 +254,10 @@ def remove_surplus(services: Services, record: RunRecord) -> RunRecord:
         if item.removed_at is not None:
             continue
         try:
-            if item.kind == "file":
+            if item.kind == "file" and item.effect == retention.EFFECT:
+                if not retention.delete_imported_file(services, record.id, item):
+                    continue  # another tick holds its deletion: looked at again next tick
+            elif item.kind == "file":
                 services.aoai.files.delete(item.id)
             elif item.kind == "job":
                 services.aoai.jobs.cancel(item.id)

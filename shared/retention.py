@@ -5,7 +5,8 @@ Two parts:
 1. **While a run trains** (the timer's tick, shared/training.py): its imported training/validation files are put
    on the run's removal list once its job has ended (`record.surplus`, effect `retention`): they are copies of
    blobs the run keeps and hold places of the resource's 50-file / 1 GB quota that admission needs
-   (`RETENTION_DELETE_IMPORTED_FILES`). The test set (purpose `evals`) is the evaluation's and stays.
+   (`RETENTION_DELETE_IMPORTED_FILES`); the tick deletes each with the same leased deletion as below. The test set
+   (purpose `evals`) is the evaluation's and stays.
 2. **The retention pass** (its own timer, `RETENTION_SCHEDULE`; `python -m shared.cli cleanup --policy`) over the
    ended runs that still hold something: one blob index query on the tag `retain` (a deployment that may serve,
    result files to delete, a run's own `artifacts_days`), one on `prune_from` (when the run ended, for
@@ -57,7 +58,7 @@ EFFECT = "retention"
 KINDS = ("training", "validation")
 """The test set (purpose `evals`) is the evaluation's: it is used after the job ended."""
 
-Target = Literal["result_file", "deployment", "candidate_deployment", "artifacts"]
+Target = Literal["imported_file", "result_file", "deployment", "candidate_deployment", "artifacts"]
 Act = Literal["delete", "report", "gone"]
 
 
@@ -75,6 +76,14 @@ def release_imported_files(record: RunRecord, why: str) -> int:
             )
             added += 1
     return added
+
+
+def delete_imported_file(services: Services, run_id: str, item: SurplusObject) -> bool:
+    """The timer's removal of an imported file put on the list by `release_imported_files`: the same leased
+    deletion as the pass's (one DELETE however many ticks overlap), recorded as a retention entry. True when the
+    file is gone (deleted now or before); False when another holder is at it (the next tick looks again)."""
+    row = _delete(services, Action(run_id, "imported_file", item.id, "delete", item.reason))
+    return row.outcome in ("deleted", "already gone", "already deleted")
 
 
 # --- the policy -------------------------------------------------------------------------------------------------
@@ -313,7 +322,8 @@ def _entry(action: Action, *, removed: bool, deleted: list[str] | None = None) -
 
 def _write_down(r: RunRecord, action: Action, entry: RetentionEntry, note: str) -> None:
     r.retention.append(entry)
-    r.history.append(HistoryEntry(at=entry.at, state=r.state, note=f"retention: {note}"[:500]))
+    if r.terminal:  # a live run's history is its moves (its deadlines count from them): the entry says it all
+        r.history.append(HistoryEntry(at=entry.at, state=r.state, note=f"retention: {note}"[:500]))
     if action.deployment_deleted and r.deployment.name == action.id:
         mark_deployment_deleted(r, action.reason, at=entry.at)
 
@@ -388,7 +398,7 @@ def _delete(services: Services, action: Action) -> Row:
 
 
 def _still_there(services: Services, action: Action) -> bool:
-    if action.target == "result_file":
+    if action.target in ("result_file", "imported_file"):
         try:
             services.aoai.files.get(action.id)
             return True
@@ -407,7 +417,7 @@ def _artifact_blobs(services: Services, folder: str) -> list[str]:
 
 def _remove(services: Services, action: Action) -> list[str]:
     """One deletion on the service (or the run's blobs). A 404 means someone else removed it: the same end."""
-    if action.target == "result_file":
+    if action.target in ("result_file", "imported_file"):
         try:
             services.aoai.files.delete(action.id)
         except NotFoundError:

@@ -318,7 +318,7 @@ class RunDeployment(_Model):
 class RetentionEntry(_Model):
     """One object the retention policy acted on (shared/retention.py): deleted once, or reported."""
 
-    target: Literal["result_file", "deployment", "candidate_deployment", "artifacts"]
+    target: Literal["imported_file", "result_file", "deployment", "candidate_deployment", "artifacts"]
     id: str
     """A file id, a deployment name, or the run's folder (`runs/<id>/`) for its artifacts."""
     action: Literal["delete", "report", "gone"]

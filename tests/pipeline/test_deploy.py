@@ -274,4 +274,7 @@ def test_cleanup_removes_the_deployment_and_files_but_keeps_the_model(driver: Dr
     # The run keeps its end state; its deployment no longer reads as serving (the summary, the table, status).
     assert cleaned.state == RunState.DEPLOYED and cleaned.deployment.provisioning_state == "Deleted"
     assert cleaned.deployment.deleted_at is not None and run_summary(cleaned).serving is False
-    assert [(e.target, e.id, e.action) for e in cleaned.retention] == [("deployment", "clean", "delete")]
+    assert [(e.target, e.id, e.action) for e in cleaned.retention] == [
+        ("imported_file", record.files.training.file_id, "delete"),  # by the tick, once the job ended
+        ("deployment", "clean", "delete"),
+    ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from shared.advance import tick
 from shared.cli import main
 from shared.evalspec import EvalProgress, EvalTarget
 from shared.retention import PassReport, retention_pass
@@ -93,6 +94,13 @@ def test_result_files_and_artifacts_are_deleted_once_after_a_dry_run_showed_them
     record = driver.run(started.id)
     assert record.state == RunState.TRAINED and record.metrics is not None and record.job.result_files
     result_file = record.job.result_files[0]
+    # The imported training file is deleted by the tick once the job ended: once, as a retention entry.
+    tick(services)
+    record = services.store.get(record.id)
+    imported = sorted(e.id for e in record.retention if e.target == "imported_file")
+    own = sorted(slot.file_id for kind, slot in record.files.slots() if kind != "test" and slot.file_id)
+    assert imported == own and own
+    assert all(_log_count(emulator, 0, "DELETE", f"/openai/files/{file_id}") == 1 for file_id in own)
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"Values": app_env}))
     since = len(emulator.log_text())
@@ -102,7 +110,7 @@ def test_result_files_and_artifacts_are_deleted_once_after_a_dry_run_showed_them
     assert table.splitlines()[0].split() == ["RUN", "OBJECT", "ACTION", "REASON"]
     assert f"result_file {result_file}" in table and "would delete" in table and "metrics stored" in table
     assert _log_count(emulator, since, "DELETE", f"/openai/files/{result_file}", "") == 0  # a dry run sends nothing
-    assert services.store.get(record.id).retention == []
+    assert services.store.get(record.id).retention == record.retention  # unchanged by the dry run
 
     reports = _twice_at_once(services)
     outcomes = sorted(row.outcome for report in reports for row in report.rows)
