@@ -51,7 +51,8 @@ class RunSummary(BaseModel):
     deployment_state: str | None = None
     deployed_model: str | None = None
     serving: bool | None = None
-    """Whether the run's deployment still serves its model (False once deleted, replaced or gone; None: none)."""
+    """A deployed run: whether its deployment still serves its model (False once deleted, replaced or gone);
+    None for every other state."""
     deployment_deleted_reason: str | None = None
     waiting: str | None = None
     """Why a waiting run waits (its position when it started waiting; `status` shows the live one)."""
@@ -117,7 +118,7 @@ def run_summary(record: RunRecord, *, price_per_million_tokens: float | None = N
         deployment=deployment.name,
         deployment_state=deployment.provisioning_state,
         deployed_model=deployment.model,
-        serving=None if not deployment.name or not deployment.model else deployment.deleted_at is None,
+        serving=(deployment.deleted_at is None) if record.state.value == "deployed" and deployment.name else None,
         deployment_deleted_reason=deployment.deleted_reason,
         waiting=(f"position {record.waiting.position}: {record.waiting.reason}"
                  if record.waiting is not None and record.state.value == "waiting" else None),
