@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import admission, tick, validate
+from bench import admission, breakdown, tick, validate
 
 if __name__ == "__main__":
     print(
@@ -11,6 +11,8 @@ if __name__ == "__main__":
         flush=True,
     )
     code = validate.main([])
+    print("\n== validator: where its CPU goes, on the same two files ==", flush=True)
+    code = breakdown.main([str(validate.chat_file(64)), str(validate.chat_file(64, system_prompts=3))]) or code
     print("\n== timer tick: 1,000 active runs, 50 ms added per call; drop-to-job for a 10 MB file ==", flush=True)
     code = tick.main([]) or code
     print("\n== admission: 200 drops at once within the resource's real limits (time scale 0.02) ==", flush=True)

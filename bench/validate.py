@@ -135,7 +135,10 @@ def _commands(path: Path) -> dict[str, list[str]]:
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    """Medians of every figure; `load_min` / `load_max`: the load averages seen while they were taken."""
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    med["load_min"], med["load_max"] = min(r["load"] for r in runs), max(r["load"] for r in runs)
+    return med
 
 
 def throughput(kind: str, path: Path, repeat: int) -> dict[str, dict[str, dict[str, float]]]:
@@ -147,10 +150,11 @@ def throughput(kind: str, path: Path, repeat: int) -> dict[str, dict[str, dict[s
         for setting, core in settings.items():
             for name, argv in commands.items():  # interleaved, so load spikes hit all alike
                 m = timed(argv, core=core)
+                m["load"] = os.getloadavg()[0]
                 runs[setting][name].append(m)
                 print(
                     f"  {kind:<9} run {i + 1} {setting:<7} {name:<17} {m['wall']:6.2f} s wall "
-                    f"{m['cpu']:6.2f} s cpu {m['rss_mb']:5.0f} MB",
+                    f"{m['cpu']:6.2f} s cpu {m['rss_mb']:5.0f} MB  (load average {m['load']:.1f})",
                     flush=True,
                 )
     return {s: {n: _median(r) for n, r in by_name.items()} for s, by_name in runs.items()}
@@ -159,9 +163,11 @@ def throughput(kind: str, path: Path, repeat: int) -> dict[str, dict[str, dict[s
 def print_throughput(kind: str, path: Path, med: dict[str, dict[str, dict[str, float]]], repeat: int) -> list[str]:
     two, one = med["2 cores"], med["1 core"]
     ours = two["ours"]
+    loads = [m[k] for by_name in med.values() for m in by_name.values() for k in ("load_min", "load_max")]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f}"
     print(
         f"\n{kind} file: {path.name}, {path.stat().st_size / MIB:.0f} MiB, {int(ours['examples']):,} examples; "
-        f"median of {repeat}"
+        f"median of {repeat}; {load}"
     )
     print(f"  {'':<17} | {'2 cores':^31} | {'1 core (taskset -c 0)':^23}")
     print(f"  {'':<17} | {'wall s':>7} {'cpu s':>7} {'peak MB':>7} {'':>7} | {'wall s':>7} {'cpu s':>7} {'':>7}")
@@ -179,6 +185,7 @@ def print_throughput(kind: str, path: Path, med: dict[str, dict[str, dict[str, f
     cpu_ratio1 = one["ours"]["cpu"] / one["baseline_loadall"]["cpu"]
     same = int(ours["tokens"]) == int(base["tokens"])
     verdicts = [
+        f"{kind}: ({load})",
         f"{kind}: wall {wall_x:.2f}x the baseline on 2 cores (goal >= {goal['wall_x']}x: "
         f"{'met' if wall_x >= goal['wall_x'] else 'NOT met'}), {wall_x1:.2f}x on 1 core",
         f"{kind}: CPU {cpu_ratio:.2f}x the baseline's on 2 cores (goal <= {goal['cpu_ratio']}x: "
@@ -199,7 +206,8 @@ def memory(verdicts: list[str]) -> None:
         m = timed(_commands(path)["ours"])
         ok = m["rss_mb"] <= RSS_LIMIT_MB
         line = (
-            f"memory: {label} {path.name}: {int(m['examples']):,} examples, {m['wall']:.1f} s wall, "
+            f"memory: {label} {path.name}: {int(m['examples']):,} examples, {m['wall']:.1f} s wall "
+            f"(load average {os.getloadavg()[0]:.1f}), "
             f"peak RSS {m['rss_mb']:.0f} MB (goal <= {RSS_LIMIT_MB}: {'met' if ok else 'NOT met'})"
         )
         print("  " + line, flush=True)
@@ -230,7 +238,7 @@ def import_profile() -> tuple[float, list[tuple[str, float]]]:
 
 
 def cold(repeat: int, verdicts: list[str]) -> None:
-    print(f"\ncold starts (median of {repeat}; bytecode compiled, as deployed)")
+    print(f"\ncold starts (median of {repeat}; bytecode compiled, as deployed; load average {os.getloadavg()[0]:.1f})")
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(REPO / "shared"), str(REPO / "blueprints")], env=_env()
     )
@@ -242,14 +250,16 @@ def cold(repeat: int, verdicts: list[str]) -> None:
     path = ten_lines()
     cli = [timed([sys.executable, "-m", "shared.cli", "validate", str(path)], figures_out=False) for _ in range(repeat)]
     cli_wall = statistics.median(m["wall"] for m in cli)
+    cli_cpu = statistics.median(m["cpu"] for m in cli)
+    load = os.getloadavg()[0]
     print(f"  import function_app: {wall:.2f} s wall (process), {total:.2f} s by -X importtime; slowest top-level:")
     for name, t in top[:8]:
         print(f"    {name:<45} {t:6.3f} s")
     lines = [
         f"cold: import function_app {total:.2f} s by -X importtime (goal <= {IMPORT_GOAL_S} s: "
         f"{'met' if total <= IMPORT_GOAL_S else 'NOT met'}); {wall:.2f} s for the whole process",
-        f"cold: python -m shared.cli validate {path.name} (10 lines) {cli_wall:.2f} s wall "
-        f"(goal <= {CLI_GOAL_S} s: {'met' if cli_wall <= CLI_GOAL_S else 'NOT met'})",
+        f"cold: python -m shared.cli validate {path.name} (10 lines) {cli_wall:.2f} s wall, {cli_cpu:.2f} s CPU "
+        f"(goal <= {CLI_GOAL_S} s wall: {'met' if cli_wall <= CLI_GOAL_S else 'NOT met'}; load average {load:.1f})",
     ]
     for ln in lines:
         print("  " + ln)

@@ -1,0 +1,164 @@
+"""Where the validator spends its CPU on a file: one process per question, CPU seconds (not wall).
+
+    python -m bench.breakdown FILE [FILE ...]
+
+For each file:
+- **start-up**, in fresh interpreters: the imports `validate` needs (shared.validation.validator, numpy,
+  tiktoken, pydantic), loading the encoding's ranks (from the cache encodings.py keeps, and parsing the
+  `.tiktoken` file), and building tiktoken's full `CoreBPE` from them;
+- **the parsing thread's stages**, each alone over the file's lines, in the order the validator runs them:
+  reading and splitting lines, the plain-chat lane (orjson + checks), the secret/PII scan, duplicate
+  hashing and lookup, batching for the tokenizer (`TokenPipeline.add`: joins, the repeated-string cache);
+- **tokenization**: the tokenizer threads' CPU in a real `validate` (`count_batch`, summed over threads),
+  beside the run's own wall time, process CPU and parsing-thread CPU, and how many batches went out.
+Stages measured alone add up to a little more than the parsing thread's CPU in the real run (each pays its
+own loop). Machines here are shared: run it twice and compare, and read CPU, not wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from bench.validate import _env
+
+STARTUP = textwrap.dedent(
+    """
+    import json, time
+    c0 = time.process_time()
+    import shared.validation.validator
+    c1 = time.process_time()
+    from shared.validation import encodings
+    spec = encodings._load_spec("o200k_base")
+    c2 = time.process_time()
+    cache, encodings.RANKS_CACHE_DIR = encodings.RANKS_CACHE_DIR, None
+    encodings._load_spec("o200k_base")
+    c3 = time.process_time()
+    encodings._core(spec, spec.ranks)
+    c4 = time.process_time()
+    print(json.dumps({"imports": c1 - c0, "ranks (cached)": c2 - c1, "ranks (parsed)": c3 - c2,
+                      "CoreBPE (full)": c4 - c3}))
+    """
+)
+
+STAGES = textwrap.dedent(
+    """
+    import json, sys, time
+    from shared.validation.duplicates import DuplicateFinder
+    from shared.validation.formats import ROLES
+    from shared.validation.plain_chat import plain_chat_line, role_overheads
+    from shared.validation.reading import StreamFacts, iter_chunks, iter_lines
+    from shared.validation.sensitive import SensitiveScanner
+    from shared.validation.tokens import TokenBatch, TokenCache, Tokenizer, TokenPipeline
+    out = {}
+    tokenizer = Tokenizer("o200k_base")
+    tokenizer.prime_roles(ROLES)
+    overheads = role_overheads(tokenizer.role_tokens)
+    t = time.thread_time()
+    with open(sys.argv[1], "rb") as f:
+        lines = [raw.strip() for _, raw in iter_lines(iter_chunks(f, 1 << 20), StreamFacts(),
+                 max_bytes=1 << 30, max_line_bytes=1 << 25) if raw]
+    out["read + split lines"] = time.thread_time() - t
+    t = time.thread_time()
+    plain = [plain_chat_line(d, overheads) for d in lines]
+    out["plain-chat lane (orjson + checks)"] = time.thread_time() - t
+    scanner = SensitiveScanner()
+    t = time.thread_time()
+    for i, d in enumerate(lines):
+        scanner.add(i, d)
+    scanner.flush()
+    out["secret/PII scan"] = time.thread_time() - t
+    finder = DuplicateFinder(100)
+    t = time.thread_time()
+    for i, d in enumerate(lines):
+        finder.add(hash(d) & 0xFFFFFFFFFFFFFFFF, i)
+    finder.finish()
+    out["duplicates (hash + lookup)"] = time.thread_time() - t
+    pipeline = TokenPipeline(tokenizer, 1, limit=65536, keep_over_limit=100, cache=TokenCache())
+    pipeline._submit = lambda: setattr(pipeline, "_batch", TokenBatch())  # batching only, nothing counted
+    t = time.thread_time()
+    for i, (d, p) in enumerate(zip(lines, plain)):
+        if p is not None:
+            pipeline.add(i, p.messages, p.fixed, p.texts, p.assistant_texts, len(d))
+    out["tokenizer hand-off (batches, cache)"] = time.thread_time() - t
+    pipeline.close()
+    out["lines"] = len(lines)
+    out["plain lines"] = sum(p is not None for p in plain)
+    print(json.dumps(out))
+    """
+)
+
+RUN = textwrap.dedent(
+    """
+    import json, resource, sys, threading, time
+    import shared.validation.tokens as T
+    import shared.validation.validator as V
+    from shared.validation import encodings
+    encodings.encoding("o200k_base").full()
+    spent = []
+    lock = threading.Lock()
+    count_batch = T.count_batch
+    def timed(tokenizer, batch):
+        t = time.thread_time()
+        try:
+            return count_batch(tokenizer, batch)
+        finally:
+            with lock:
+                spent.append(time.thread_time() - t)
+    T.count_batch = timed
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    w, m = time.perf_counter(), time.thread_time()
+    with open(sys.argv[1], "rb") as f:
+        report = V.validate(f)
+    wall, main = time.perf_counter() - w, time.thread_time() - m
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"validate wall": wall, "validate CPU (process)": cpu, "parsing thread CPU": main,
+                      "tokenizer threads CPU": sum(spent), "batches": len(spent),
+                      "tokens": report.tokens.total if report.tokens else 0}))
+    """
+)
+
+
+def _run(code: str, *args: str) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(), check=False)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def breakdown(path: Path) -> dict[str, dict[str, float]]:
+    return {
+        "start-up": _run(STARTUP),
+        "parsing thread, stage by stage": _run(STAGES, str(path)),
+        "one validate": _run(RUN, str(path)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m bench.breakdown", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for path in args.files:
+        load = os.getloadavg()[0]
+        figures = breakdown(path)
+        print(
+            f"\n{path.name} ({path.stat().st_size / 2**20:.0f} MiB), load average {load:.2f} -> "
+            f"{os.getloadavg()[0]:.2f}; CPU seconds"
+        )
+        for section, values in figures.items():
+            print(f"  {section}")
+            for name, value in values.items():
+                shown = f"{value:,.0f}" if name in ("lines", "plain lines", "batches", "tokens") else f"{value:.3f} s"
+                print(f"    {name:<40} {shown:>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
