@@ -233,6 +233,8 @@ class Encoding:
     def _subset(spec: _Spec, texts: Sequence[str]) -> dict[bytes, int] | None:
         """The ranks of every substring of every chunk of `texts`, or None past `SMALL_CORE_LOOKUPS`."""
         ranks, longest = spec.ranks, spec.longest
+        if sum(map(len, texts)) > SMALL_CORE_LOOKUPS:  # at least one lookup per byte: no need to cut them
+            return None
         pieces = [c.encode("utf-8") for t in texts for c in chunks(_tiktoken_text(t))]
         lookups = sum(min(n, longest) * n for n in map(len, pieces))  # an upper bound
         if lookups > SMALL_CORE_LOOKUPS:
