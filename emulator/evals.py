@@ -81,7 +81,8 @@ async def create_eval(request: Request) -> Response:
     }
     state.evals[record["id"]] = record
     state.save()
-    return JSONResponse(_eval_view(record), status_code=201)
+    # The v1 spec's createEval answers 200 (its createEvalRun 201, as everywhere)
+    return JSONResponse(_eval_view(record), status_code=200 if context(request).surface == "v1" else 201)
 
 
 async def list_evals(request: Request) -> Response:

@@ -30,13 +30,18 @@ MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 
 
 class ApiKeyAuth(httpx.Auth):
-    """Sends ``api-key: KEY``."""
+    """Sends ``api-key: KEY``, or ``Authorization: Bearer KEY`` with ``as_bearer`` (the v1 spec's second key
+    scheme, and how Microsoft's samples send a key to a Foundry project endpoint: through ``openai.OpenAI``)."""
 
-    def __init__(self, api_key: SecretStr) -> None:
+    def __init__(self, api_key: SecretStr, *, as_bearer: bool = False) -> None:
         self._api_key = api_key
+        self._as_bearer = as_bearer
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["api-key"] = self._api_key.get_secret_value()
+        if self._as_bearer:
+            request.headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        else:
+            request.headers["api-key"] = self._api_key.get_secret_value()
         yield request
 
 

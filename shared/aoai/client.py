@@ -362,7 +362,7 @@ class AzureOpenAIClient(BaseClient):
         secrets: tuple[str, ...] = ()
         if api_key is not None:
             key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
-            auth = ApiKeyAuth(key)
+            auth = ApiKeyAuth(key, as_bearer=self.endpoint.project is not None)
             secrets = (key.get_secret_value(),)
         else:
             assert credential is not None

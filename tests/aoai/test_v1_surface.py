@@ -133,6 +133,13 @@ def test_a_project_endpoint_is_v1_with_its_own_token_scope(sleeps: Sleeps) -> No
     assert resource.scopes == [COGNITIVE_SERVICES_SCOPE]
     with pytest.raises(ValueError, match="AZURE_OPENAI_API_SURFACE=v1"):
         DataPlaneEndpoint.parse(PROJECT, "versioned")
+    keyed = Script(jresp(200, JOB))  # a key goes to a project endpoint as Microsoft's samples send it: a bearer
+    _client(sleeps, keyed, PROJECT).jobs.get("ftjob-1")
+    sent = keyed.requests[0].headers
+    assert sent["authorization"] == f"Bearer {API_KEY}" and "api-key" not in sent
+    resource_key = Script(jresp(200, JOB))
+    _client(sleeps, resource_key).jobs.get("ftjob-1")
+    assert resource_key.requests[0].headers["api-key"] == API_KEY
 
 
 def test_upload_source_streams_parts_through_the_uploads_api(emulator: EmulatorProcess) -> None:
@@ -245,3 +252,29 @@ def test_without_an_uploads_api_the_file_goes_as_one_streamed_post(sleeps: Sleep
     assert uploaded.id == "file-9"
     assert [r.url.path for r in script.requests] == ["/openai/v1/uploads", "/openai/v1/files"]
     assert content in script.requests[1].content and "one POST /files" in caplog.text
+
+
+def test_evals_on_v1_go_without_api_version_and_with_the_preview_header(emulator: EmulatorProcess) -> None:
+    from shared.aoai.evals import Evals
+
+    start = len(emulator.log_text().splitlines())
+    criteria = [{"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+                 "reference": "{{item.answer}}", "operation": "eq"}]
+    with AzureOpenAIClient(emulator.base_url, surface="v1", api_key=emulator.api_key) as client:
+        evals = Evals(client)
+        created = evals.create(name="v1-eval", testing_criteria=criteria, metadata={"run_id": "v1-eval"})
+        assert evals.get(created.id).metadata == {"run_id": "v1-eval"}
+        assert created.id in [e.id for e in evals.list()]
+        evals.delete(created.id)
+    def logged() -> list[str]:  # up to the DELETE, the last call
+        lines = emulator.log_text().splitlines()[start:]
+        return lines if any(" DELETE /openai/v1/evals/" in ln for ln in lines) else []
+
+    lines = wait_for(logged, "the eval calls in the emulator's log")
+    assert any(" POST /openai/v1/evals 200" in ln for ln in lines) and not any(" /openai/evals" in ln for ln in lines)
+    script = Script(jresp(200, {"id": "eval_1", "object": "eval", "metadata": {}}))
+    transport = RetryTransport(httpx.MockTransport(script), rng=lambda: 0.0)
+    with AzureOpenAIClient("https://unit.openai.azure.com", surface="v1", api_key=API_KEY, transport=transport) as c:
+        Evals(c).get("eval_1")
+    assert str(script.requests[0].url) == "https://unit.openai.azure.com/openai/v1/evals/eval_1"
+    assert script.headers[0]["aoai-evals"] == "preview"
