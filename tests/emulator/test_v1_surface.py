@@ -65,6 +65,20 @@ def test_the_official_client_trains_a_job_tagged_with_metadata(emulator: Emulato
     assert [j.id for j in mine] == [job.id]
 
 
+def test_a_file_may_carry_expires_after(emulator: EmulatorProcess) -> None:
+    client = v1_client(emulator)
+    kept = client.files.create(file=("e.jsonl", chat_jsonl(12), "application/jsonl"), purpose="fine-tune",
+                               expires_after={"anchor": "created_at", "seconds": 7200})
+    assert kept.expires_at == kept.created_at + 7200
+    with pytest.raises(openai.BadRequestError) as short:  # an hour at least (the v1 reference)
+        client.files.create(file=("e.jsonl", chat_jsonl(12), "application/jsonl"), purpose="fine-tune",
+                            expires_after={"anchor": "created_at", "seconds": 60})
+    assert short.value.param == "expires_after.seconds"
+    with pytest.raises(openai.BadRequestError):  # not a v1 upload purpose
+        client.files.create(file=("e.jsonl", chat_jsonl(12), "application/jsonl"), purpose="user_data")
+    client.files.delete(kept.id)
+
+
 def test_job_lists_page_with_has_more_and_after(emulator: EmulatorProcess) -> None:
     client = v1_client(emulator)
     training = processed(emulator, client, chat_jsonl(12))
