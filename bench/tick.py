@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -53,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=3)
     parser.add_argument("--file-mb", type=float, default=10.0)
     parser.add_argument("--distinct-jobs", type=int, default=0, help="jobs made (0: one per run)")
+    parser.add_argument("--surface", choices=["versioned", "v1"], default="versioned",
+                        help="data-plane surface (v1: the file is uploaded by the app instead of imported)")
+    parser.add_argument("--part-mb", type=float, default=64.0, help="v1: AZURE_OPENAI_UPLOAD_PART_BYTES in MiB")
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
     unlimited = ("--max-running-jobs", "0", "--max-queued-jobs", str(args.runs + 10), "--max-total-jobs",
                  str(args.runs + 10))  # this benchmark measures the tick, not the resource's job limits
     with Stack(OUT / "tick-stack", with_devhost=False, emulator_args=unlimited) as stack:
-        env = {**stack.settings_env, "RUNS_CONTAINER": "bench-runs"}
+        env = {**stack.settings_env, "RUNS_CONTAINER": "bench-runs", "AZURE_OPENAI_API_SURFACE": args.surface,
+               "AZURE_OPENAI_UPLOAD_PART_BYTES": str(int(args.part_mb * 1024 * 1024))}
         services = Services.from_settings(settings_from_env(env), env=env)
         services.ensure_storage()
         admin = httpx.Client(base_url=f"{stack.emulator_url}/_emulator/", timeout=30)
@@ -125,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "tick_seconds": [t["seconds"] for t in ticks],
         "job_gets_per_run": [t["job_gets_per_run"] for t in ticks],
         "drop_mb": args.file_mb,
+        "surface": args.surface,
+        "part_mb": args.part_mb if args.surface == "v1" else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "upload_seconds": round(uploaded - started, 2),
         "validate_split_import_seconds": round(ingested - uploaded, 2),
         "drop_to_job_created_seconds": round(created - uploaded, 2),
