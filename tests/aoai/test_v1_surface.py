@@ -278,3 +278,17 @@ def test_evals_on_v1_go_without_api_version_and_with_the_preview_header(emulator
         Evals(c).get("eval_1")
     assert str(script.requests[0].url) == "https://unit.openai.azure.com/openai/v1/evals/eval_1"
     assert script.headers[0]["aoai-evals"] == "preview"
+
+
+def test_the_surface_setting_auto_follows_the_endpoint_and_a_project_needs_v1() -> None:
+    from shared.hostconfig import HostConfig
+    from shared.settings import ConfigurationError, Settings, check_configuration
+
+    host = HostConfig.load(env={})
+    assert Settings(azure_openai_endpoint=PROJECT).data_plane_surface == "v1"
+    assert Settings(azure_openai_endpoint="https://contoso.openai.azure.com").data_plane_surface == "versioned"
+    assert Settings(azure_openai_endpoint="https://contoso.openai.azure.com",
+                    azure_openai_api_surface="v1").data_plane_surface == "v1"
+    check_configuration(Settings(azure_openai_endpoint=PROJECT), host)  # auto: fine
+    with pytest.raises(ConfigurationError, match="AZURE_OPENAI_API_SURFACE must be v1 or auto"):
+        check_configuration(Settings(azure_openai_endpoint=PROJECT, azure_openai_api_surface="versioned"), host)
