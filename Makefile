@@ -42,8 +42,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Several workers (pytest-xdist), each with its own Azurite and emulator: most of a test's time is spent
+# waiting on real processes over real HTTP, so 4 workers fit on 2 cores. A module whose tests share a
+# module-scoped fixture stays on one worker (tests/conftest.py). `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 4
 test: setup lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 demo: setup
 	$(PY) -m demo

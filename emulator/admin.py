@@ -187,15 +187,22 @@ async def get_limits(request: Request) -> Response:
 
 
 async def get_clock(request: Request) -> Response:
-    return JSONResponse({"now": clock.now(), "offset_seconds": clock.offset()})
+    return JSONResponse({"now": clock.now(), "offset_seconds": clock.offset(), "frozen": clock.frozen()})
 
 
 async def advance_clock(request: Request) -> Response:
-    """`{"advance_seconds": N}`: move the emulator's clock forward (tests drive time instead of sleeping)."""
+    """`{"advance_seconds": N}`: move the emulator's clock forward (tests drive time instead of sleeping);
+    `{"frozen": true|false}`: stop it where it stands, or let it run on (both may be given)."""
     body = await _json(request)
-    seconds = body.get("advance_seconds") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not ({"advance_seconds", "frozen"} & body.keys()):
+        return _bad("give advance_seconds (a non-negative number) and/or frozen (true or false)")
+    seconds = body.get("advance_seconds", 0)
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         return _bad("advance_seconds must be a non-negative number")
+    if "frozen" in body and not isinstance(body["frozen"], bool):
+        return _bad("frozen must be true or false")
+    if "frozen" in body:
+        clock.freeze(body["frozen"])
     clock.advance(float(seconds))
     return await get_clock(request)
 

@@ -110,7 +110,8 @@ def schedule(state: State) -> None:
     """
     slots = state.config.max_running_jobs
     free_at: list[float] = [-math.inf] * slots
-    for job in sorted(state.jobs.values(), key=lambda j: (j["created_at"], j["id"])):
+    # sorted() is stable and state.jobs keeps insertion order: jobs created at the same instant stay in order
+    for job in sorted(state.jobs.values(), key=lambda j: j["created_at"]):
         plan = job["plan"]
         plan["wait_s"] = 0.0
         if not slots or plan.get("scenario") in _NO_SLOT:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devstack import Stack
 from shared.metrics import MetricsSummary
-from shared.runs import RunRecord, RunState
+from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
+from tests.harness.runs import wait_for_run
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "demo" / "data"
@@ -63,16 +63,6 @@ def _marked(marker: str) -> bytes:
     return ("\n".join([json.dumps(first), *lines[1:]]) + "\n").encode()
 
 
-def _wait(services: Services, run_id: str, done: Callable[[RunRecord], bool], timeout: float = 120) -> RunRecord:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = services.store.load(run_id)
-        if found is not None and done(found[0]):
-            return found[0]
-        assert time.monotonic() < deadline, f"run {run_id}: {found[0].state if found else 'no record'}"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     settings = {"TRAINING_POLL_SCHEDULE": "*/1 * * * * *", "PRICE_PER_MILLION_TRAINING_TOKENS": "3"}
@@ -100,9 +90,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         _, ids["training"] = drop_file(services, str(tmp / "queued.jsonl"), name="queued.jsonl",
                                        metadata={"validation_split": "0"})
         for state in ("deployed", "gated", "rejected", "failed"):
-            record = _wait(services, ids[state], lambda r: r.terminal)
+            record = wait_for_run(services, ids[state], emulator_url=stack.emulator_url)
             assert record.state.value == state, record.model_dump_json(indent=1)[:3000]
-        _wait(services, ids["training"], lambda r: r.state == RunState.TRAINING and r.job.id is not None)
+        wait_for_run(services, ids["training"], emulator_url=stack.emulator_url,
+                     until=lambda r: r.state == RunState.TRAINING and r.job.id is not None)
         yield Runs(stack, services, ids)
 
 
@@ -259,7 +250,7 @@ def test_an_active_run_page_refreshes_itself_until_the_run_ends(runs: Runs, page
     record = runs.services.store.get(run_id)
     assert record.job.id is not None
     runs.services.aoai.jobs.cancel(record.job.id)
-    _wait(runs.services, run_id, lambda r: r.terminal)
+    wait_for_run(runs.services, run_id, emulator_url=runs.stack.emulator_url)
     # no reload: the page's own refresh brings the new state in
     expect(page.locator("h1 [data-state]")).to_have_text("cancelled", timeout=30_000)
     expect(page.get_by_role("status")).to_have_text("The run is no longer active: refreshing stopped.")

@@ -81,6 +81,11 @@ def test_total_bytes_past_the_limit_are_refused(limited: EmulatorProcess, client
 
 def test_jobs_train_one_at_a_time_in_creation_order(limited: EmulatorProcess, client: AzureOpenAI) -> None:
     training = _processed(limited, client)[0]
+    with limited.frozen_clock():  # only the test moves time: the statuses below do not depend on the machine
+        _one_at_a_time(limited, client, training)
+
+
+def _one_at_a_time(limited: EmulatorProcess, client: AzureOpenAI, training: str) -> None:
     jobs = [create_job(client, training).id for _ in range(3)]
     limited.advance_clock(1.0)  # past validation and the queue phase of a lone job (1.5 s at time scale 0.25)
     statuses = [str(client.fine_tuning.jobs.retrieve(j).status) for j in jobs]

@@ -20,6 +20,8 @@ Fixtures (stable API, used by the pipeline tests too):
   - ``.configure(**settings)`` (run-time durations and limits, see docs/emulator.md), ``.reset()`` (forget
     every file, job, deployment, fault and scenario), ``.health()``, ``.admin(method, path, json=None)``;
   - ``.advance_clock(seconds)``: move the emulator's clock forward (drive time; never sleep to wait for it);
+    ``.freeze_clock()`` / ``with .frozen_clock():`` stop it so that only ``advance_clock`` moves it (the clean-up
+    after each test lets it run again);
   - ``.log_text()``: everything the process printed (one line per request: method, path, status).
 
 - ``emulator_clean`` (function): the same object; after the test, faults and scenarios are cleared and the
@@ -158,6 +160,19 @@ class EmulatorProcess:
         result: dict[str, Any] = self.admin("POST", "clock", json={"advance_seconds": seconds}).json()
         return float(result["offset_seconds"])
 
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Stop the emulator's clock (only `advance_clock` moves it then), or let it run on: a test that looks at
+        an in-between state (a job still queued, a deployment still creating) sees it however slow the machine."""
+        self.admin("POST", "clock", json={"frozen": frozen})
+
+    @contextlib.contextmanager
+    def frozen_clock(self) -> Iterator[EmulatorProcess]:
+        self.freeze_clock()
+        try:
+            yield self
+        finally:
+            self.freeze_clock(False)
+
     def restore_config(self) -> None:
         current = self.admin("GET", "config").json()
         initial = getattr(self, "_initial_config", None)
@@ -268,6 +283,7 @@ def emulator() -> Iterator[EmulatorProcess]:
 
 def _clean(emu: EmulatorProcess) -> None:
     with contextlib.suppress(httpx.HTTPError, AssertionError):
+        emu.freeze_clock(False)
         emu.clear_faults()
         emu.clear_scenarios()
         emu.restore_config()

@@ -101,7 +101,8 @@ class Driver:
     """Runs the app's handlers in-process, the way the host would: blob event, timer ticks, queue messages.
 
     Between ticks it moves the emulator's clock forward instead of sleeping, so how fast a job trains does not
-    depend on how fast the machine is."""
+    depend on how fast the machine is. A test that looks at an in-between state stops the clock first
+    (`emulator.freeze_clock()`): then only the ticks move it (a deploy's wait inside its handler needs it running)."""
 
     services: Services
     emulator: Any

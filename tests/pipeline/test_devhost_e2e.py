@@ -10,7 +10,6 @@ import base64
 import http.server
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,15 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack import Stack
 from shared.cli import main as cli_main
-from shared.runs import RunRecord, RunState
+from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
+from tests.harness.runs import wait_for_run
 from tests.harness.waiting import wait_for
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the e2e webhook secret, 32 bytes").decode()
-
-
-def _wait_until_terminal(
-    services: Services,
-    run_id: str,
-    timeout: float = 120,
-    until: Callable[[RunRecord], bool] | None = None,
-    *,
-    emulator_url: str | None = None,
-) -> RunRecord:
-    """Wait until the run ends (or `until` holds); with `emulator_url`, move the emulator's clock on between polls so
-    jobs and deployments finish without waiting for them (the devhost's timer and queues still run in real time)."""
-
-    def reached() -> RunRecord | None:
-        found = services.store.load(run_id)
-        record = found[0] if found else None
-        done = record is not None and (record.terminal or (until is not None and until(record)))
-        return record if done else None
-
-    def clock() -> None:
-        httpx.post(f"{emulator_url}/_emulator/clock", json={"advance_seconds": 3}, timeout=10)
-
-    record: RunRecord = wait_for(reached, f"run {run_id} to end", timeout, 0.5, between=clock if emulator_url else None)
-    return record
 
 
 def test_two_devhosts_take_a_drop_to_deployed_once(tmp_path: Path) -> None:
@@ -65,7 +41,7 @@ def test_two_devhosts_take_a_drop_to_deployed_once(tmp_path: Path) -> None:
             validation_path=str(DATA / "support-valid.jsonl"),
             metadata={"deployment_name": "e2e", "suffix": "e2e"},
         )
-        record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
+        record = wait_for_run(services, run_id, emulator_url=stack.emulator_url)
         assert record is not None and record.state == RunState.DEPLOYED, record and record.model_dump_json(indent=1)
         assert record.deployment.smoke_test is not None and record.deployment.smoke_test.status == "passed"
         jobs = [j for j in services.aoai.jobs.list(limit=100) if j.training_file == record.files.training.file_id]
@@ -100,7 +76,7 @@ def test_quota_refusal_is_retried_by_the_queue_then_poisoned_and_the_run_failed(
             name="quota.jsonl",
             metadata={"deployment_name": "no-room", "validation_split": "0"},
         )
-        record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
+        record = wait_for_run(services, run_id, emulator_url=stack.emulator_url)
         assert record is not None and record.state == RunState.FAILED, record and record.state
         assert record.error is not None and record.error.code == "InsufficientQuota"
         assert "gave up after 3 tries" in record.error.message and "capacity" in record.error.message
@@ -174,7 +150,7 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
             services.queue(services.settings.submit_queue).send_message(
                 json.dumps({"url": f"{hook}/data.jsonl", "name": "queued.jsonl", "spec": {"deploy": "false"}})
             )
-            record = _wait_until_terminal(services, run_id, emulator_url=stack.emulator_url)
+            record = wait_for_run(services, run_id, emulator_url=stack.emulator_url)
             assert record is not None and record.state == RunState.DEPLOYED
 
             listed = httpx.get(f"{stack.http_url}/runs", headers=key).json()
@@ -198,7 +174,7 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
                 60,
                 0.5,
             )
-            queued = _wait_until_terminal(services, queued_run.id, emulator_url=stack.emulator_url)
+            queued = wait_for_run(services, queued_run.id, emulator_url=stack.emulator_url)
             assert queued is not None and queued.state == RunState.TRAINED  # deploy=false: trained and measured
             assert queued.metrics is not None
             # Webhooks are delivered from the outbox, after the state change: wait for the last one.

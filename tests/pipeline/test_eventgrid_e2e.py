@@ -18,6 +18,7 @@ from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import drop_file
+from tests.harness.runs import wait_for_run
 from tests.harness.waiting import wait_for
 
 DATA = Path(__file__).resolve().parents[2] / "demo" / "data"
@@ -46,9 +47,8 @@ def test_event_grid_mode_takes_a_drop_to_deployed_once_despite_duplicates(tmp_pa
         _, run_id = drop_file(services, str(DATA / "support-train.jsonl"), name="eg.jsonl",
                               validation_path=str(DATA / "support-valid.jsonl"),
                               metadata={"deployment_name": "eg", "suffix": "eg"})
-        assert _wait(lambda: (r := _record(services, run_id)) is not None and r.terminal, 180)
-        record = _record(services, run_id)
-        assert record is not None and record.state == RunState.DEPLOYED, record and record.error
+        record = wait_for_run(services, run_id, emulator_url=stack.emulator_url, timeout=180)
+        assert record.state == RunState.DEPLOYED, record and record.error
         assert [r.id for r in services.store.iter_records()] == [run_id]  # 3 deliveries of each event: one run
         # imported once; deleted by retention once the job ended, and that deletion recorded once
         assert len([f for f in services.aoai.files.list() if f.filename == f"{run_id}-training.jsonl"]) <= 1

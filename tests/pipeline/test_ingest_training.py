@@ -146,7 +146,10 @@ def test_injected_429s_and_503s_are_ridden_out(driver: Driver, services: Service
     assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
-def test_same_event_three_times_gives_one_import_and_one_job(driver: Driver, services: Services) -> None:
+def test_same_event_three_times_gives_one_import_and_one_job(
+    driver: Driver, services: Services, emulator: Any
+) -> None:
+    emulator.freeze_clock()  # the job must not end (and its files be let go) before they are counted
     name = driver.drop("dup.jsonl", chat_lines(12), {"validation_split": "0"})
     ids = {r.id for r in (driver.blob_event(name), driver.blob_event(name), driver.blob_event(name)) if r}
     assert len(ids) == 1
@@ -159,7 +162,10 @@ def test_same_event_three_times_gives_one_import_and_one_job(driver: Driver, ser
     assert len(_jobs_for(services, record.files.training.file_id)) == 1
 
 
-def test_two_instances_at_once_create_one_import_and_one_job(driver: Driver, services: Services) -> None:
+def test_two_instances_at_once_create_one_import_and_one_job(
+    driver: Driver, services: Services, emulator: Any
+) -> None:
+    emulator.freeze_clock()  # the job must not end (and its files be let go) before they are counted
     name = driver.drop("race.jsonl", chat_lines(12), {"validation_split": "0"})
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
