@@ -113,8 +113,9 @@ def _attempt(services: Services, run_id: str, code: str, message: str) -> None:
 
 
 def _unchanged(services: Services, run: ActiveRun, job: FineTuningJob) -> bool:
-    """A queued job whose status the index already has, with no warning due: nothing to read or write."""
-    if job.status != run.job_status or job.state != JobState.PENDING:
+    """A queued job whose status the index already has, with no warning due and no chores: nothing to read or
+    write."""
+    if run.chores or job.status != run.job_status or job.state != JobState.PENDING:
         return False
     if run.warned or job.created_at is None:
         return True

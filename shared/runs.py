@@ -404,12 +404,13 @@ class RunRecord(_Model):
 
     @property
     def needs_sweep(self) -> bool:
-        """The timer must look at this run: its state is swept, or objects it does not own wait for deletion."""
-        return (
-            self.state in SWEPT_STATES
-            or any(s.removed_at is None for s in self.surplus)
-            or self.unannounced
-        )
+        """The timer must look at this run: its state is swept, or it has chores."""
+        return self.state in SWEPT_STATES or self.has_chores
+
+    @property
+    def has_chores(self) -> bool:
+        """Work owed whatever the job does: objects it does not own wait for deletion, or events to relay."""
+        return any(s.removed_at is None for s in self.surplus) or self.unannounced
 
     @property
     def retains(self) -> bool:

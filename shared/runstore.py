@@ -56,7 +56,8 @@ def run_folder(run_id: str) -> str:
 def _tags(record: RunRecord) -> dict[str, str]:
     """Blob index tags: enough for the timer to skip reading a record whose job has not moved."""
     return {
-        "active": "1" if record.needs_sweep else "0",
+        # "2": swept and with chores (a queued job's run is then read even though its job has not moved)
+        "active": ("2" if record.has_chores else "1") if record.needs_sweep else "0",
         "state": record.state.value,
         "job": record.job.id or "-",
         "job_status": record.job.status or "-",
@@ -82,9 +83,11 @@ class ActiveRun:
     job_id: str | None
     job_status: str | None
     warned: bool
+    chores: bool = False
+    """Surplus objects to delete or events to relay: the timer reads the record even if the job has not moved."""
 
 
-_ACTIVE_QUERY = "\"active\"='1' AND \"state\" > '' AND \"job\" > '' AND \"job_status\" > '' AND \"warned\" > ''"
+_ACTIVE_QUERY = "\"active\" > '0' AND \"state\" > '' AND \"job\" > '' AND \"job_status\" > '' AND \"warned\" > ''"
 
 
 class RunStore:
@@ -285,6 +288,7 @@ class RunStore:
                         job_id=None if tags.get("job", "-") == "-" else tags.get("job"),
                         job_status=None if tags.get("job_status", "-") == "-" else tags.get("job_status"),
                         warned=tags.get("warned") == "1",
+                        chores=tags.get("active") == "2",
                     )
                 )
         return found

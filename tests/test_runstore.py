@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, derive_run_id
+from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, SurplusObject, derive_run_id, utcnow
 from shared.runstore import ConcurrentUpdate, RunStore, created_tag
 
 
@@ -69,6 +69,23 @@ def test_active_runs_found_by_index_tags(store: RunStore) -> None:
     assert store.retained_run_ids() == []
     assert store.prunable_run_ids(datetime.now(UTC)) == [ids[1]]
     assert store.prunable_run_ids(datetime.now(UTC) - timedelta(days=1)) == []
+
+
+def test_the_index_says_which_runs_have_chores_whatever_their_job_does(store: RunStore) -> None:
+    ids = [f"run-{i:012d}" for i in range(3)]
+    for run_id in ids:
+        store.create(_record(run_id))
+
+    def owe_a_deletion(r: RunRecord) -> None:
+        r.surplus.append(SurplusObject.model_validate(
+            {"kind": "file", "id": "file-1", "effect": "fenced", "found_at": utcnow(), "reason": "a late answer"}))
+
+    store.update(ids[1], owe_a_deletion)
+    store.update(ids[2], lambda r: setattr(r, "events_published", 0))  # its creation not announced
+    found = {run.run_id: run.chores for run in store.active_runs()}
+    assert found == {ids[0]: False, ids[1]: True, ids[2]: True}
+    store.update(ids[1], lambda r: r.fail("x", "y", state=RunState.REJECTED))  # ended, deletion still owed
+    assert {run.run_id: run.chores for run in store.active_runs()}[ids[1]] is True
 
 
 def test_concurrent_updates_lose_nothing(store: RunStore) -> None:

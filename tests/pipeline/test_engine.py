@@ -241,10 +241,13 @@ def test_an_event_lost_between_the_record_write_and_the_queue_is_relayed_by_the_
         return [json.loads(m.content)["id"] for m in events.peek_messages(max_messages=32)]
 
     assert event_ids() == [f"{record.id}:3:importing"]
-    tick(services)
+    emulator.set_scenario("stuck_queued")  # the job, once created, stays queued
+    trained = driver.run(record.id, until=lambda r: r.state == RunState.TRAINING, deploy=False)
+    tick(services)  # the index learns the job is queued
+    assert services.aoai.jobs.get(trained.job.id or "").status == "pending"
     assert f"{record.id}:2:validating" not in event_ids()  # not yet: a change gets a minute to be announced
     age_run(services, record.id, timedelta(minutes=2))
-    tick(services)
+    tick(services)  # the job has not moved (the timer skips such runs unread), but an event is owed
     ids = event_ids()
     assert f"{record.id}:2:validating" in ids  # relayed with its original id (the receiver dedupes by id)
     relayed = services.store.get(record.id)
