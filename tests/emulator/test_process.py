@@ -80,6 +80,7 @@ def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
     with start_emulator(state_dir=state, time_scale=0.5) as first:
         client = make_client(first)
         file_id = wait_file(client, upload(client, chat_jsonl()).id).id
+        first.freeze_clock()  # the job is still pending below, however slow the machine
         job = create_job(client, file_id, seed=5)
         assert arm_put(first, "base-dep", "gpt-4o-2024-08-06").status_code == 201
         assert client.fine_tuning.jobs.retrieve(job.id).status == "pending"
