@@ -207,9 +207,16 @@ async def advance_clock(request: Request) -> Response:
     return await get_clock(request)
 
 
+async def mark(request: Request) -> Response:
+    """`POST /_emulator/mark/{token}`: nothing but its own line in the request log. The log is written after a
+    response is sent, so a reader of the log (the test harness) that sees this line has every earlier request's."""
+    return Response(status_code=204)
+
+
 def routes() -> list[Route]:
     return [
         Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/mark/{token}", mark, methods=["POST"]),
         Route("/_emulator/limits", get_limits, methods=["GET"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/faults", list_faults, methods=["GET"]),

@@ -22,7 +22,8 @@ Fixtures (stable API, used by the pipeline tests too):
   - ``.advance_clock(seconds)``: move the emulator's clock forward (drive time; never sleep to wait for it);
     ``.freeze_clock()`` / ``with .frozen_clock():`` stop it so that only ``advance_clock`` moves it (the clean-up
     after each test lets it run again);
-  - ``.log_text()``: everything the process printed (one line per request: method, path, status).
+  - ``.log_text()``: everything the process printed (one line per request: method, path, status), up to date with
+    every request already answered (it waits for a mark request's own line first).
 
 - ``emulator_clean`` (function): the same object; after the test, faults and scenarios are cleared and the
   run-time settings restored. Tests that use ``emulator`` directly get the same clean-up automatically.
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,20 @@ class EmulatorProcess:
 
     # ------------------------------------------------------------------ process
     def log_text(self) -> str:
+        """Every request line logged so far, including those of every request already answered: the emulator
+        writes a line after its response and a thread reads them, so a mark request is sent and awaited first."""
+        token = uuid.uuid4().hex
+        if self.process.poll() is None:
+            seen = len(self._lines)
+            with contextlib.suppress(httpx.HTTPError):
+                self._http.post(f"/_emulator/mark/{token}")
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    fresh = self._lines[seen:]
+                    if any(token in line for line in fresh):
+                        break
+                    seen += max(0, len(fresh) - 1)
+                    time.sleep(0.005)
         return "".join(self._lines)
 
     def stop(self, timeout: float = 10) -> None:
