@@ -156,3 +156,16 @@ def test_an_rft_example_is_an_eval_item_with_its_reference() -> None:
     assert eval_item({"messages": messages, "answer": {"value": 5}})["reference"] == '{"value": 5}'
     assert eval_item({"messages": messages}) is None
     assert eval_item({"messages": [*messages, {"role": "developer", "content": "x"}], "answer": "5"}) is None
+
+
+def test_profiles_are_strict_about_the_reinforcement_block() -> None:
+    from shared.spec import parse_profile
+
+    good = {"model": O4, "reinforcement": {"grader": CHECK, "hyperparameters": {"eval_samples": 3}}}
+    assert parse_profile("rft", json.dumps(good).encode()) == good
+    bad = {"reinforcement": {"grader": CHECK, "hyperparameters": {"eval_sample": 3}}}
+    with pytest.raises(SpecError, match="unknown key 'reinforcement.hyperparameters.eval_sample'"):
+        parse_profile("rft", json.dumps(bad).encode())
+    flat = {"reasoning_effort": "low"}
+    with pytest.raises(SpecError, match="it belongs at reinforcement.hyperparameters.reasoning_effort"):
+        parse_profile("rft", json.dumps(flat).encode())
