@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from shared import open_weight
+
 from .codes import CODES, Code
 from .duplicates import DuplicateFinder
 from .formats import CHECKERS, ROLES, detect_format
@@ -402,7 +404,9 @@ def validate(
     tokenizer = Tokenizer(profile.tokenizer)
     limit = options.tokens_per_example_limit or profile.tokens_per_example_limit
     log = IssueLog(options.max_listed_errors, options.max_listed_warnings)
-    if not profile.known and options.allow_unknown_model:
+    # Open-weight models (shared/open_weight.py) are fine-tunable but have no entry (their tokenizers are not
+    # tiktoken's): a warning that says what was assumed, never model_not_known.
+    if not profile.known and (options.allow_unknown_model or open_weight.find(model) is not None):
         log.add(
             Code.UNKNOWN_MODEL,
             None,

@@ -79,3 +79,12 @@ def test_the_cli_checks_rft_data_against_a_grader_file(tmp_path: Any, capsys: An
     except SystemExit as exc:
         code = int(exc.code or 0)
     assert code == 2
+
+
+def test_an_open_weight_model_is_validated_with_a_stated_assumption() -> None:
+    from .examples import chat, jsonl
+
+    report = validate(jsonl([chat(i) for i in range(12)]), model="Ministral-3B")
+    assert report.valid
+    assert [(w.code, w.line) for w in report.warnings if w.code == "unknown_model"] == [("unknown_model", None)]
+    assert not validate(jsonl([chat(i) for i in range(12)]), model="Ministral-4B").valid  # a typo stays an error
