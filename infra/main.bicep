@@ -74,6 +74,12 @@ param defaultValidationSplit string = '0.1'
 param defaultDeploymentSku string = 'Standard'
 param defaultDeploymentCapacity int = 1
 
+@description('Deployment of the base model an evaluation compares a candidate with (EVAL_BASELINE_DEPLOYMENT); empty: a run needs evaluation.compare_to or serve_as.')
+param evalBaselineDeployment string = ''
+
+@description('Deployment that answers score_model (judge) graders of an evaluation (EVAL_GRADER_DEPLOYMENT); empty for none.')
+param evalGraderDeployment string = ''
+
 @description('Price per million training tokens for the cost estimate in run records (a decimal string); empty for none.')
 param pricePerMillionTrainingTokens string = ''
 
@@ -206,9 +212,11 @@ module openAiAccess 'app/openai-access.bicep' = {
   ]
 }
 
-// Every setting in shared/settings.py that matters in Azure. The app reads them at import (the blob
-// trigger's path is DROP_CONTAINER), so they must be app settings. Never AZURE_OPENAI_API_KEY or
-// AZURE_MANAGEMENT_TOKEN: the app uses its managed identity for both planes.
+// The settings of shared/settings.py whose value here is this deployment's own (names, endpoints, the
+// parameters above). The app reads them at import (the blob trigger's path is DROP_CONTAINER), so they must be
+// app settings. Defaults stay in shared/settings.py alone (one source: tests/test_configuration.py fails on a
+// copy), api-versions included: the client picks one per feature (shared/aoai/api_versions.py). Never
+// AZURE_OPENAI_API_KEY or AZURE_MANAGEMENT_TOKEN: the app uses its managed identity for both planes.
 var appSettings = union(
   {
     DROP_CONTAINER: dropContainerName
@@ -221,26 +229,21 @@ var appSettings = union(
     BLOB_TRIGGER_SOURCE: 'EventGrid'
     TRAINING_POLL_SCHEDULE: trainingPollSchedule
     AZURE_OPENAI_ENDPOINT: openAiAccess.outputs.endpoint
-    AZURE_OPENAI_API_VERSION: '2024-10-21'
     AZURE_OPENAI_API_SURFACE: openAiApiSurface
     AZURE_MANAGEMENT_ENDPOINT: environment().resourceManager
-    AZURE_MANAGEMENT_API_VERSION: '2024-10-01'
     AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
     AZURE_RESOURCE_GROUP: aoaiResourceGroupName
     AZURE_OPENAI_ACCOUNT_NAME: aoaiName
-    LRO_MAX_WAIT_SECONDS: '60'
     DEFAULT_BASE_MODEL: defaultBaseModel
     DEFAULT_TRAINING_TYPE: defaultTrainingType
     DEFAULT_VALIDATION_SPLIT: defaultValidationSplit
     DEFAULT_DEPLOYMENT_SKU: defaultDeploymentSku
     DEFAULT_DEPLOYMENT_CAPACITY: string(defaultDeploymentCapacity)
-    SAS_TTL_MINUTES: '120'
-    MAX_FILE_BYTES: '536870912'
-    QUEUED_WARNING_MINUTES: '60'
-    TICK_CONCURRENCY: '32'
     SMOKE_TEST: smokeTest ? 'true' : 'false'
   },
   empty(pricePerMillionTrainingTokens) ? {} : { PRICE_PER_MILLION_TRAINING_TOKENS: pricePerMillionTrainingTokens },
+  empty(evalBaselineDeployment) ? {} : { EVAL_BASELINE_DEPLOYMENT: evalBaselineDeployment },
+  empty(evalGraderDeployment) ? {} : { EVAL_GRADER_DEPLOYMENT: evalGraderDeployment },
   empty(tiktokenCacheDir) ? {} : { TIKTOKEN_CACHE_DIR: tiktokenCacheDir },
   createEventGridTopic ? { EVENT_GRID_TOPIC_ENDPOINT: eventGridTopic.outputs.endpoint } : {},
   extraAppSettings
