@@ -102,10 +102,18 @@ class Gateway:
                 message = {**message, "headers": headers}
             await send(message)
 
+        held: list[Any] | None = None  # mode slow: the answer, kept back until the delay has passed
+
+        async def hold(message: Any) -> None:
+            assert held is not None
+            held.append(message)
+
         try:
             if not path.startswith("/_emulator/"):
                 rule = self.faults.match(method, path)
-                if rule is not None:
+                if rule is not None and rule["mode"] == "slow":
+                    held = []
+                elif rule is not None:
                     if rule["latency_ms"]:
                         await asyncio.sleep(rule["latency_ms"] / 1000)
                     if rule["mode"] == "drop":
@@ -123,7 +131,13 @@ class Gateway:
                 if denied is not None:
                     await denied(scope, receive, record)
                     return
-            await self.app(scope, receive, record)
+            if held is None:
+                await self.app(scope, receive, record)
+                return
+            await self.app(scope, receive, hold)  # served now: whatever it does is done
+            await asyncio.sleep(rule["latency_ms"] / 1000 if rule else 0)
+            for message in held:  # to a client that may have given up (or died) meanwhile
+                await record(message)
         finally:
             if self.state.config.log_requests:
                 log.info("%s %s %s %.0fms", method, path, status[0], 1000 * (time.monotonic() - started))

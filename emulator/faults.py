@@ -1,16 +1,20 @@
 """Fault injection: rules that make matching requests fail the way a real gateway sometimes does.
 
 A rule: `{"method": "POST"|"*", "path": "/openai/fine_tuning/jobs*" (fnmatch glob on the path, no query),
-"mode": "429"|"500"|"503"|"drop"|"latency", "rate": 0..1 (default 1), "count": N (fire at most N times;
+"mode": "429"|"500"|"503"|"drop"|"latency"|"slow", "rate": 0..1 (default 1), "count": N (fire at most N times;
 omitted = no limit), "skip": N (let the first N matching requests through), "retry_after": seconds (429/503,
-default 1), "latency_ms": ms (the added delay for mode latency; with another mode, a delay before failing)}`.
+default 1), "latency_ms": ms (the added delay for modes latency and slow; with another mode, a delay before
+failing)}`.
 
 Modes:
 - `429`: throttled, with `Retry-After` (s), `retry-after-ms` and `x-ms-retry-after-ms`; the gateway's envelope
   (`code "429"`) on the data plane, ARM's `TooManyRequests` on the control plane;
 - `500` / `503`: `internalFailure` / `serviceUnavailable` (ARM: `InternalServerError` / `ServiceUnavailable`);
 - `drop`: the connection is closed without any response (the client sees "server disconnected");
-- `latency`: the request is delayed by `latency_ms`, then served normally.
+- `latency`: the request is delayed by `latency_ms`, then served normally (a client that gives up first leaves
+  nothing done);
+- `slow`: the request is served at once and its answer held back `latency_ms`: the service has acted, and a
+  client that gives up (or dies) meanwhile never learns it (the ambiguous case the app must reconcile).
 The first active rule that matches (in creation order) decides. Rate draws come from a seeded RNG
 (`--fault-seed`), so a test run is repeatable. Admin paths (`/_emulator/...`) are never faulted.
 
@@ -24,7 +28,7 @@ import uuid
 from fnmatch import fnmatchcase
 from typing import Any
 
-MODES = ("429", "500", "503", "drop", "latency")
+MODES = ("429", "500", "503", "drop", "latency", "slow")
 _INT_KEYS = ("count", "skip", "retry_after", "latency_ms")
 
 
@@ -55,7 +59,7 @@ def normalize(rule: dict[str, Any]) -> dict[str, Any]:
         "count": None,
         "skip": 0,
         "retry_after": 1,
-        "latency_ms": 1000 if mode == "latency" else 0,
+        "latency_ms": 1000 if mode in ("latency", "slow") else 0,
         "matched": 0,
         "fired": 0,
     }

@@ -84,6 +84,19 @@ def test_added_latency(emulator: EmulatorProcess) -> None:
     assert fired["fired"] == 1  # the second request was not delayed (counted, not timed)
 
 
+def test_a_slow_answer_comes_after_the_service_has_acted(emulator: EmulatorProcess) -> None:
+    """Mode slow: the create is done at once, only its answer waits; a client that gives up first never hears of
+    it, yet the file exists (what the app reconciles after an ambiguous failure)."""
+    emulator.inject_fault("POST", "/openai/files", "slow", latency_ms=5000, count=1)
+    name = f"slow-{time.monotonic_ns()}.jsonl"
+    headers, params = {"api-key": emulator.api_key or ""}, {"api-version": GA}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{emulator.base_url}/openai/files", params=params, headers=headers, timeout=0.5,
+                   files={"file": (name, b'{"messages": []}\n')}, data={"purpose": "fine-tune"})
+    listed = httpx.get(f"{emulator.base_url}/openai/files", params=params, headers=headers).json()["data"]
+    assert [f["filename"] for f in listed if f["filename"] == name] == [name]
+
+
 def test_rate_is_a_seeded_fraction(emulator: EmulatorProcess) -> None:
     rule = emulator.inject_fault("GET", "/openai/models", "500", rate=0.5)
     with httpx.Client() as client:

@@ -11,7 +11,7 @@ Fixtures (stable API, used by the pipeline tests too):
     ``.api_key``, ``.bearer_token`` (any non-empty token is accepted; this one is handy), ``.port``;
   - ``.arm_deployments_url(name=None, subscription=..., resource_group=..., account=...)``: control-plane URL;
   - ``.inject_fault(method, path, mode, *, rate=1.0, count=None, skip=0, retry_after=1, latency_ms=None)``
-    -> the rule (``mode`` in ``429 500 503 drop latency``; ``path`` is an fnmatch glob); ``.clear_faults()``,
+    -> the rule (``mode`` in ``429 500 503 drop latency slow``; ``path`` is an fnmatch glob); ``.clear_faults()``,
     ``.faults()``;
   - ``.set_scenario(name, count=1, **options)`` (names: ``rai_failure job_failure stuck_queued
     safety_eval_failure file_error file_import_error deployment_refused deployment_failed deployment_stuck``;

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -194,3 +196,39 @@ def test_http_api_submit_queue_and_webhook(tmp_path: Path) -> None:
     assert len({e["id"] for e in _Receiver.events}) == len(_Receiver.events)
     logs = "".join(p.read_text() for p in (tmp_path / "stack").glob("devhost*.log"))
     assert "/hook" not in logs and "/data.jsonl" not in logs  # webhook and submitted URLs are never logged
+
+
+def test_a_devhost_killed_mid_job_create_leaves_one_job_that_the_next_one_finds(tmp_path: Path) -> None:
+    """SIGKILL, not a simulated crash: the process dies while its job POST is in flight (the service creates the
+    job at once and holds its answer back: fault mode `slow`). The next devhost waits out the dead holder's
+    lease, reconciles, finds that job and follows it: one POST in the emulator's log, one job, the run trained."""
+    settings = {"TRAINING_POLL_SCHEDULE": "*/1 * * * * *", "LEASE_SECONDS": "3"}
+    with Stack(tmp_path / "stack", extra_settings=settings) as stack:
+        emulator = stack.emulator_url
+        httpx.post(f"{emulator}/_emulator/faults", json={"method": "POST", "path": "/openai/fine_tuning/jobs",
+                                                         "mode": "slow", "latency_ms": 3000, "count": 1},
+                   ).raise_for_status()
+        services = Services.from_settings(settings_from_env(stack.settings_env), env=stack.settings_env)
+        services.ensure_storage()
+        _, run_id = drop_file(services, str(DATA / "support-train.jsonl"), name="killed.jsonl",
+                              metadata={"deploy": "false", "validation_split": "0"})
+
+        def creating() -> bool:
+            found = services.store.load(run_id)
+            lease = found[0].leases.get("job_create") if found else None
+            return lease is not None and lease.holder is not None
+
+        wait_for(creating, "the devhost to hold the job create's lease", 60, 0.05)
+        assert stack.devhost is not None
+        os.killpg(stack.devhost.pid, signal.SIGKILL)  # mid-request: the answer never reaches anyone
+        stack.devhost.wait(10)
+        dead = services.store.get(run_id)
+        assert dead.job.id is None and dead.leases["job_create"].holder is not None  # died holding it
+        stack.start_devhost()
+        record = wait_for_run(services, run_id, emulator_url=emulator)
+        assert record.state == RunState.TRAINED, record.model_dump_json(indent=1)[:3000]
+        jobs = [j for j in services.aoai.jobs.list(limit=100) if j.training_file == record.files.training.file_id]
+        assert [j.id for j in jobs] == [record.job.id]  # the dead holder's job, found, not a second one
+        log = (tmp_path / "stack" / "emulator.log").read_text()  # the POST was answered seconds ago
+        posts = [line for line in log.splitlines() if " POST /openai/fine_tuning/jobs " in line]
+        assert len(posts) == 1 and " 201 " in posts[0], posts  # the dead holder's, answered to no one
