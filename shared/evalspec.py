@@ -39,6 +39,16 @@ DEFAULT_RUBRIC = (
 )
 
 
+
+def from_metadata_json(value: Any, field: str) -> Any:
+    """A field that blob metadata carries as a JSON string (a profile gives it as JSON already)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{field} is not JSON: {exc.msg}") from None
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -98,12 +108,7 @@ class EvaluationSpec(_Model):
     @field_validator("graders", mode="before")
     @classmethod
     def _graders_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str):  # blob metadata carries them as a JSON string
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"graders is not JSON: {exc.msg}") from None
-        return value
+        return from_metadata_json(value, "graders")
 
     def labels(self) -> list[str]:
         seen: dict[str, int] = {}

@@ -21,11 +21,12 @@ therefore rejects such a file before upload, naming the line; `item_fields` says
 from __future__ import annotations
 
 import ast
-import json
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.evalspec import from_metadata_json
 
 RFT_MODELS: tuple[str, ...] = ("o4-mini-2025-04-16", "gpt-5-2025-08-07")
 """The RFT how-to's "Model support" (gpt-5: private preview)."""
@@ -140,12 +141,7 @@ class ReinforcementSpec(_Wire):
     @field_validator("grader", mode="before")
     @classmethod
     def _grader_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str):  # blob metadata carries it as a JSON string
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"grader is not JSON: {exc.msg}") from None
-        return value
+        return from_metadata_json(value, "grader")
 
     @model_validator(mode="after")
     def _templates(self) -> ReinforcementSpec:

@@ -77,6 +77,7 @@ class EmulatorProcess:
         self.bearer_token = "emulator-test-token"
         self.port = int(base_url.rsplit(":", 1)[1])
         self._lines: list[str] = []
+        self._arrived = threading.Condition()  # notified by the log thread after each line it appends
         self._http = httpx.Client(base_url=base_url, timeout=30)
 
     # ------------------------------------------------------------------ process
@@ -88,13 +89,8 @@ class EmulatorProcess:
             seen = len(self._lines)
             with contextlib.suppress(httpx.HTTPError):
                 self._http.post(f"/_emulator/mark/{token}")
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    fresh = self._lines[seen:]
-                    if any(token in line for line in fresh):
-                        break
-                    seen += max(0, len(fresh) - 1)
-                    time.sleep(0.005)
+                with self._arrived:  # woken by the log thread at each line, not by the clock
+                    self._arrived.wait_for(lambda: any(token in line for line in self._lines[seen:]), timeout=10)
         return "".join(self._lines)
 
     def stop(self, timeout: float = 10) -> None:
@@ -242,13 +238,16 @@ def start_emulator(
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
     )
     lines: list[str] = []
+    arrived = threading.Condition()
     ready = threading.Event()
     found: list[str] = []
 
     def pump() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            lines.append(line)
+            with arrived:
+                lines.append(line)
+                arrived.notify_all()
             match = READY_RE.search(line)
             if match and not found:
                 found.append(match.group(1))
@@ -261,7 +260,7 @@ def start_emulator(
         process.wait(10)
         raise RuntimeError("the emulator did not start:\n" + "".join(lines))
     emu = EmulatorProcess(process, found[0], api_key)
-    emu._lines = lines
+    emu._lines, emu._arrived = lines, arrived
     deadline = time.monotonic() + startup_timeout
     while True:
         try:

@@ -25,11 +25,8 @@ from tests.pipeline.conftest import Driver, chat_lines
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
     """The resource's real limits (the session emulator has none); its own state for this module."""
-    emu = start_emulator()
-    try:
+    with start_emulator() as emu:  # stopped when the module is done
         yield emu
-    finally:
-        emu.stop()
 
 
 _LOG_START = {"at": 0}

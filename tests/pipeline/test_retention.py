@@ -31,11 +31,8 @@ ARM = "/providers/Microsoft.CognitiveServices/accounts/aoai-test/deployments/"
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
     """Its own instance: these tests move the clock by days, which must not age other modules' objects."""
-    emu = start_emulator()
-    try:
+    with start_emulator() as emu:  # stopped when the module is done
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture(autouse=True)
