@@ -37,6 +37,8 @@ from typing import Any
 import tiktoken
 from tiktoken.load import read_file_cached
 
+from .chunk_counts import ChunkCounts
+
 SEPARATOR = "<|endoftext|>"
 
 # The split patterns whose pieces were checked to keep a space only first or after whitespace (see above).
@@ -54,6 +56,7 @@ CHUNKABLE_PATTERNS = frozenset({O200K_PATTERN, CL100K_PATTERN})
 # the regex crate's \s does and a few more (\x1c-\x1f), so \S here is never whitespace to tiktoken.
 _CHUNK_CUT = re.compile(r"(?<=\S)(?= )")
 SMALL_CORE_LOOKUPS = 200_000  # candidate substrings up to which a small core is built instead of the full one
+MAX_SMALL_CORES = 8  # per encoding and process; past that the full core
 
 
 def _default_cache_dir() -> Path | None:
@@ -196,20 +199,37 @@ class Encoding:
         self._lock = threading.Lock()
         self._full: Core | None = None
         self._spec: _Spec | None = None
+        self._chunkable: bool | None = None
         self.small_cores = 0  # built so far (for tests and the benchmark)
+        self.chunk_counts = ChunkCounts()  # counts of short chunks, for every validation in this process
+
+    def chunkable(self) -> bool:
+        """Whether a text's count is the sum of its chunks' counts: the pattern is one checked for that."""
+        found = self._chunkable
+        if found is None:
+            with self._lock:
+                self._spec_or_none()
+                found = self._chunkable = bool(self._chunkable)
+        return found
 
     def full(self) -> Core:
         with self._lock:
-            if self._full is None:
-                self._full = self._build_full()
-                self._spec = None  # the Rust core has its own copy; 25 MB of Python objects go
-            return self._full
+            return self._full_locked()
+
+    def _full_locked(self) -> Core:
+        if self._full is None:
+            self._full = self._build_full()
+            self._spec = None  # the Rust core has its own copy; 25 MB of Python objects go
+        return self._full
 
     def core_for(self, texts: Sequence[str]) -> Core:
-        """A core that counts `texts` exactly as the full one: a small one while that is cheap."""
+        """A core that counts `texts` exactly as the full one: a small one while that is cheap (and until
+        `MAX_SMALL_CORES` were built: then the full one, built once, costs less than more small ones)."""
         if self._full is not None:
             return self._full
         with self._lock:
+            if self.small_cores >= MAX_SMALL_CORES:
+                return self._full_locked()
             spec = self._spec_or_none()
             if spec is not None:
                 subset = self._subset(spec, texts)
@@ -218,6 +238,11 @@ class Encoding:
                     return _core(spec, subset)
         return self.full()
 
+    @staticmethod
+    def too_large(texts: Sequence[str]) -> bool:
+        """Whether `texts` are too large for a small core whatever their chunks (one lookup per byte at least)."""
+        return sum(map(len, texts)) > SMALL_CORE_LOOKUPS
+
     def _spec_or_none(self) -> _Spec | None:
         if self._spec is None and self._full is None:
             try:
@@ -225,15 +250,17 @@ class Encoding:
             except Exception:  # noqa: BLE001 - any mismatch with tiktoken's internals: the public API
                 return None
             if spec.pattern not in CHUNKABLE_PATTERNS or SEPARATOR not in spec.special_tokens:
+                self._chunkable = False
                 return None
             self._spec = spec
+            self._chunkable = True
         return self._spec
 
     @staticmethod
     def _subset(spec: _Spec, texts: Sequence[str]) -> dict[bytes, int] | None:
         """The ranks of every substring of every chunk of `texts`, or None past `SMALL_CORE_LOOKUPS`."""
         ranks, longest = spec.ranks, spec.longest
-        if sum(map(len, texts)) > SMALL_CORE_LOOKUPS:  # at least one lookup per byte: no need to cut them
+        if Encoding.too_large(texts):  # no need to cut them
             return None
         pieces = [c.encode("utf-8") for t in texts for c in chunks(_tiktoken_text(t))]
         lookups = sum(min(n, longest) * n for n in map(len, pieces))  # an upper bound

@@ -53,11 +53,12 @@ class Tokenizer:
     small core that counts it exactly as the full one (encodings.py).
     """
 
-    def __init__(self, encoding_name: str) -> None:
+    def __init__(self, encoding_name: str, *, reuse_chunks: bool = True) -> None:
         self.name = encoding_name
         self._encoding = encoding(encoding_name)
         self._allowed = {SEPARATOR}
         self._role_cache: dict[str, int] = {}
+        self._reuse_chunks = reuse_chunks
 
     def count(self, text: str) -> int:
         return self._count_one(self._encoding.core_for([text]), text)
@@ -84,10 +85,25 @@ class Tokenizer:
     def count_many(self, texts: Sequence[str]) -> _I64:
         """Token count of each string, as if each were encoded alone with `encode_ordinary`.
 
-        One tiktoken call for all (the GIL is released during it); one `encode_ordinary` per text when a
-        text holds a lone surrogate, or the separator itself (which shows as more separators than texts:
-        the separator has no prefix that is also its suffix, so it cannot match across a text's edge).
+        Short chunks counted before are looked up (`chunk_counts.py`, for the encodings it is exact for);
+        what is left is counted by `count_joined`.
         """
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        encoding = self._encoding
+        if self._reuse_chunks and encoding.chunkable():
+            if encoding.too_large(texts):
+                encoding.full()  # a large input: the full core now, as core_for would pick for the whole batch
+            counts = encoding.chunk_counts.count(texts, self.count_joined)
+            if counts is not None:
+                return counts
+        return self.count_joined(texts)
+
+    def count_joined(self, texts: Sequence[str]) -> _I64:
+        """Token count of each string by tiktoken: one call for all (the GIL is released during it); one
+        `encode_ordinary` per text when a text holds a lone surrogate, or the separator itself (which shows as
+        more separators than texts: the separator has no prefix that is also its suffix, so it cannot match
+        across a text's edge)."""
         if not texts:
             return np.zeros(0, dtype=np.int64)
         core = self._encoding.core_for(texts)

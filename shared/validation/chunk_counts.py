@@ -1,0 +1,253 @@
+"""Exact token counts of short chunks, kept in a fixed-size table and looked up a whole batch at a time.
+
+Most of a file's tokens are the same few thousand words again and again. tiktoken cuts every text with its
+regex and looks every piece up anew; this table remembers the count of each short *chunk* it has seen, so a
+batch's counts become a few numpy passes over its bytes, and tiktoken sees only chunks not seen before.
+
+**Why a chunk's count can be reused (exactness).** `encodings.chunks` cuts a text before every space that
+follows a non-whitespace character, and in both chunkable patterns (o200k_base, cl100k_base) a piece never
+holds such a space, so each chunk holds whole pieces (the proof is in encodings.py). Each chunk is also cut
+into the same pieces alone as inside its text: the patterns have no look-behind, the regex starts a match at
+each cut in both cases (the cut is a piece boundary), and a match inside a chunk sees the same characters
+except at the chunk's end, where the only look-ahead, `\\s+(?!\\S)`, meets a space inside the text and the
+end alone, and neither is `\\S`. tiktoken then encodes piece by piece (lib.rs: the whole piece's rank, else
+`byte_pair_encode` over its bytes). So tokens(text) = the sum of tokens(chunk) over its chunks, and a chunk's
+count depends on the chunk alone. Hypothesis compares both against tiktoken (tests/validation/test_chunk_counts.py).
+
+**Keys are the bytes, never a hash.** A chunk of 1-15 UTF-8 bytes is stored as two little-endian 64-bit
+words, the second with the length in its top byte, so two keys are equal only for the same bytes. The hash
+only picks the slot (open addressing, linear probing). Longer chunks are counted by tiktoken each time.
+
+**Bounded.** `SLOTS` slots hold at most `MAX_ENTRIES` chunks (2.2 MB). Chunks are added until it is full and
+then it is kept as it is, as Hugging Face tokenizers' BPE word cache does (tokenizers/src/utils/cache.rs:
+10,000 words, no insert past capacity): the words seen first in a file are its frequent ones. Inserting copies
+the table and swaps it in whole, so the tokenizer threads that read it never see half an entry.
+
+Cuts are found on the UTF-8 bytes exactly as `encodings.chunks` finds them on the string (the character
+before the space is whitespace to `str.isspace`: ASCII by a table, the 19 other code points by their 2- or
+3-byte encodings), and a test checks that over every code point.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+_I64 = npt.NDArray[np.int64]
+_U64 = npt.NDArray[np.uint64]
+
+MAX_CHUNK_BYTES = 15  # 8 + 7 bytes in two words, the length in the top byte of the second
+MIN_BITS = 12  # the table starts with 2**12 slots and doubles while it is more than half full ...
+MAX_BITS = 17  # ... up to 2**17 slots
+MAX_ENTRIES = (1 << MAX_BITS) // 2  # a half-full table keeps probes short
+_M1 = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers (golden ratio; murmur3's finaliser constant)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_LENGTH_SHIFT = np.uint64(56)
+
+# str.isspace over bytes: the ASCII whitespace by a table, the other 19 code points by their encodings.
+_ASCII_SPACE = np.zeros(256, dtype=np.bool_)
+_ASCII_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_SPACE_2 = np.array([0xC285, 0xC2A0], dtype=np.uint32)  # U+0085, U+00A0
+_SPACE_3 = np.array(  # U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000
+    [0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080], dtype=np.uint32
+)
+_FRONT = 3  # zero bytes before the data: the 3-byte look-back at a space near the start
+_BACK = 16  # zero bytes after it: two 8-byte reads at the last chunk
+
+
+@dataclass(frozen=True)
+class _Table:
+    words1: _U64
+    words2: _U64  # 0 marks an empty slot (a key's second word holds its length, never 0)
+    counts: npt.NDArray[np.uint8]
+    entries: int
+    probes: int  # the longest probe sequence in the table: how many rounds a lookup needs at most
+
+    @classmethod
+    def empty(cls, bits: int = MIN_BITS) -> _Table:
+        size = 1 << bits
+        zeros = np.zeros(size, dtype=np.uint64)
+        return cls(zeros, zeros.copy(), np.zeros(size, dtype=np.uint8), 0, 1)
+
+    @property
+    def bits(self) -> int:
+        return self.words1.size.bit_length() - 1
+
+    def slots(self, words1: _U64, words2: _U64) -> _I64:
+        shift = np.uint64(64 - self.bits)
+        return (((words1 * _M1) ^ (words2 * _M2)) >> shift).astype(np.int64)
+
+
+@dataclass
+class _Chunked:
+    """A batch as UTF-8 bytes cut into chunks: where each chunk starts and how long it is."""
+
+    data: bytes  # the padded bytes
+    starts: _I64  # chunk starts, offsets into the unpadded bytes
+    lengths: _I64
+    text_starts: _I64
+    text_ends: _I64
+
+
+def _chunked(texts: Sequence[str]) -> _Chunked:
+    """Raises UnicodeEncodeError for a text with a lone surrogate."""
+    encoded = [t.encode("utf-8") for t in texts]
+    n = sum(map(len, encoded))
+    data = bytes(_FRONT) + b"".join(encoded) + bytes(_BACK)
+    ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+    text_starts = ends - np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    raw = np.frombuffer(data, dtype=np.uint8)
+    body = raw[_FRONT : _FRONT + n]
+    is_start = np.zeros(n + 1, dtype=np.bool_)
+    spaces = np.flatnonzero(body[1:] == 0x20) + 1  # a space at offset 0 is a text start anyway
+    before = body[spaces - 1]
+    cut = ~_ASCII_SPACE[before]
+    wide = np.flatnonzero(before >= 0x80)
+    if wide.size:  # the character before is not ASCII: whitespace only if it is one of the 19 code points
+        at = spaces[wide] + _FRONT
+        two = (raw[at - 2].astype(np.uint32) << 8) | raw[at - 1]
+        three = (raw[at - 3].astype(np.uint32) << 16) | two
+        cut[wide] = ~(np.isin(two, _SPACE_2) | np.isin(three, _SPACE_3))
+    is_start[spaces[cut]] = True
+    is_start[text_starts] = True  # a cut before a space that starts a text would use the previous text
+    starts = np.flatnonzero(is_start[:n])
+    lengths = np.diff(starts, append=n)
+    return _Chunked(data, starts, lengths, text_starts, ends)
+
+
+class ChunkCounts:
+    """Token counts of short chunks for one encoding; thread-safe (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._table = _Table.empty()
+        self._lock = threading.Lock()
+        self.chunks = 0  # looked up so far, and found: for the benchmark (updated without a lock)
+        self.found = 0
+
+    def __len__(self) -> int:
+        return self._table.entries
+
+    def count(self, texts: Sequence[str], count_exact: Callable[[Sequence[str]], _I64]) -> _I64 | None:
+        """Token count of each text, as `count_exact` would give it; `count_exact` counts the chunks not in
+        the table (each as alone). None when a text cannot be UTF-8 encoded (a lone surrogate)."""
+        try:
+            batch = _chunked(texts)
+        except UnicodeEncodeError:
+            return None
+        starts, lengths = batch.starts, batch.lengths
+        long = lengths > MAX_CHUNK_BYTES
+        words1, words2 = self._keys(batch.data, starts, np.minimum(lengths, MAX_CHUNK_BYTES))
+        counts = self._lookup(self._table, words1, words2)
+        counts[long] = -1  # its key is its first 15 bytes': never looked up
+        missing = np.flatnonzero(counts < 0)
+        self.chunks += int(starts.size)
+        self.found += int(starts.size - missing.size)
+        if missing.size:
+            counts[missing] = self._count_missing(batch, missing, count_exact)
+            self._add(words1, words2, missing[~long[missing]], counts)
+        cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(counts)))
+        first = np.searchsorted(starts, batch.text_starts)
+        last = np.searchsorted(starts, batch.text_ends)
+        result: _I64 = cumulative[last] - cumulative[first]
+        return result
+
+    @staticmethod
+    def _keys(data: bytes, starts: _I64, lengths: _I64) -> tuple[_U64, _U64]:
+        words = np.ndarray(shape=(len(data) - _FRONT - 7,), dtype="<u8", buffer=data, offset=_FRONT, strides=(1,))
+        first = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
+        second = words[starts + 8] & _LOW_BYTES[np.maximum(lengths - 8, 0)]
+        return first, second | (lengths.astype(np.uint64) << _LENGTH_SHIFT)
+
+    @staticmethod
+    def _lookup(table: _Table, words1: _U64, words2: _U64) -> _I64:
+        """Each key's count, -1 where it is not in the table."""
+        slots = table.slots(words1, words2)
+        kept = table.words2[slots]
+        hit = (kept == words2) & (table.words1[slots] == words1)
+        found = table.counts[slots].astype(np.int64)
+        found[~hit] = -1
+        todo = np.flatnonzero(~hit & (kept != 0))  # a different key in the slot: probe on
+        mask = table.words1.size - 1
+        for _ in range(table.probes - 1):
+            if not todo.size:
+                break
+            at = slots[todo] = (slots[todo] + 1) & mask
+            kept = table.words2[at]
+            hit = (kept == words2[todo]) & (table.words1[at] == words1[todo])
+            found[todo[hit]] = table.counts[at[hit]]
+            todo = todo[~hit & (kept != 0)]
+        return found
+
+    @staticmethod
+    def _count_missing(batch: _Chunked, missing: _I64, count_exact: Callable[[Sequence[str]], _I64]) -> _I64:
+        data = batch.data
+        texts = [
+            data[_FRONT + s : _FRONT + s + n].decode("utf-8")
+            for s, n in zip(batch.starts[missing].tolist(), batch.lengths[missing].tolist(), strict=True)
+        ]
+        distinct = list(dict.fromkeys(texts))
+        by_text = dict(zip(distinct, count_exact(distinct).tolist(), strict=True))
+        return np.fromiter((by_text[t] for t in texts), dtype=np.int64, count=len(texts))
+
+    def _add(self, words1: _U64, words2: _U64, new: _I64, counts: _I64) -> None:
+        """Put the counts of the short chunks just counted into a copy of the table, then swap it in."""
+        if not new.size or self._table.entries >= MAX_ENTRIES:
+            return
+        with self._lock:
+            table = self._table
+            entries = table.entries
+            wanted = min(entries + new.size, MAX_ENTRIES)
+            bits = table.bits
+            while (1 << bits) < 2 * wanted and bits < MAX_BITS:
+                bits += 1
+            if bits == table.bits:
+                firsts, seconds, kept, probes = (
+                    table.words1.copy(),
+                    table.words2.copy(),
+                    table.counts.copy(),
+                    table.probes,
+                )
+            else:  # grow: every entry again, into the larger table
+                grown = _Table.empty(bits)
+                firsts, seconds, kept, probes = grown.words1, grown.words2, grown.counts, 1
+                old = np.flatnonzero(table.words2)
+                entries = 0
+                keys = zip(
+                    table.words1[old].tolist(), table.words2[old].tolist(), table.counts[old].tolist(), strict=True
+                )
+                for w1, w2, n in keys:
+                    entries, probes = _put(firsts, seconds, kept, w1, w2, n, entries, probes)
+            for w1, w2, n in zip(words1[new].tolist(), words2[new].tolist(), counts[new].tolist(), strict=True):
+                if entries >= MAX_ENTRIES:
+                    break
+                entries, probes = _put(firsts, seconds, kept, w1, w2, n, entries, probes)
+            self._table = _Table(firsts, seconds, kept, entries, probes)
+
+
+def _put(
+    firsts: _U64, seconds: _U64, kept: npt.NDArray[np.uint8], w1: int, w2: int, n: int, entries: int, probes: int
+) -> tuple[int, int]:
+    """Insert one key unless present (linear probing from its hash slot); the new entries and longest probe."""
+    mask = firsts.size - 1
+    slot = int(_slot_of(w1, w2, firsts.size.bit_length() - 1))
+    probe = 1
+    while seconds[slot] != 0 and not (seconds[slot] == w2 and firsts[slot] == w1):
+        slot = (slot + 1) & mask
+        probe += 1
+    if seconds[slot] == 0:
+        firsts[slot], seconds[slot], kept[slot] = w1, w2, n
+        return entries + 1, max(probes, probe)
+    return entries, probes
+
+
+_FULL = (1 << 64) - 1
+
+
+def _slot_of(w1: int, w2: int, bits: int) -> int:
+    """`_Table.slots` for one key, in Python integers."""
+    return (((w1 * int(_M1)) & _FULL) ^ ((w2 * int(_M2)) & _FULL)) >> (64 - bits)
