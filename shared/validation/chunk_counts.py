@@ -69,8 +69,8 @@ class _Table:
     probes: int  # the longest probe sequence in the table: how many rounds a lookup needs at most
 
     @classmethod
-    def empty(cls, bits: int = MIN_BITS) -> _Table:
-        size = 1 << bits
+    def empty(cls, bits: int | None = None) -> _Table:
+        size = 1 << (MIN_BITS if bits is None else bits)
         zeros = np.zeros(size, dtype=np.uint64)
         return cls(zeros, zeros.copy(), np.zeros(size, dtype=np.uint8), 0, 1)
 
