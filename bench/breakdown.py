@@ -9,6 +9,10 @@ For each file:
 - **the parsing thread's stages**, each alone over the file's lines, in the order the validator runs them:
   reading and splitting lines, the plain-chat lane (orjson + checks), the secret/PII scan, duplicate
   hashing and lookup, batching for the tokenizer (`TokenPipeline.add`: joins, the repeated-string cache);
+- **tokens alone**, on one thread over the file's content strings in 512 KB batches: tiktoken by itself, then
+  the chunk table (chunk_counts.py) empty at first and then filled, with the share of chunks it found; the
+  same for natural text (Python's reference manual, which ships with Python: nothing in it repeats on purpose),
+  so the table is not judged only on the generator's word list;
 - **tokenization**: the tokenizer threads' CPU in a real `validate` (`count_batch`, summed over threads),
   beside the run's own wall time, process CPU and parsing-thread CPU, and how many batches went out.
 Stages measured alone add up to a little more than the parsing thread's CPU in the real run (each pays its
@@ -92,6 +96,45 @@ STAGES = textwrap.dedent(
     """
 )
 
+TOKENIZE = textwrap.dedent(
+    """
+    import json, sys, time
+    import orjson
+    from shared.validation.tokens import Tokenizer
+    if sys.argv[1] == "pydoc":  # natural text: Python's reference manual, one text per paragraph, nothing repeated
+        import pydoc_data.topics
+        texts = [p for topic in pydoc_data.topics.topics.values() for p in topic.split("\\n\\n") if p.strip()]
+    else:
+        texts = [m["content"] for line in open(sys.argv[1], "rb") for m in orjson.loads(line)["messages"]
+                 if isinstance(m.get("content"), str)]
+    batches, batch, size = [], [], 0
+    for t in texts:
+        batch.append(t)
+        size += len(t)
+        if size >= 512 * 1024:
+            batches.append(batch)
+            batch, size = [], 0
+    batches.append(batch)
+    tokenizer = Tokenizer("o200k_base")
+    tokenizer._encoding.full()
+    table = tokenizer._encoding.chunk_counts
+    out = {}
+    for name, count in (("tiktoken alone", tokenizer.count_joined), ("chunk table, empty at first", tokenizer.count_many),
+                        ("chunk table, filled", tokenizer.count_many)):
+        table.chunks = table.found = 0
+        t = time.thread_time()
+        total = sum(int(count(b).sum()) for b in batches)
+        out[name] = time.thread_time() - t
+        out[f"{name}: tokens"] = total
+        if name.startswith("chunk"):
+            out[f"{name}: chunks found"] = table.found / max(table.chunks, 1)
+    out["chunk table: entries"] = len(table)
+    out["texts"] = len(texts)
+    out["MiB"] = sum(len(t.encode("utf-8", "replace")) for t in texts) / 2**20
+    print(json.dumps(out))
+    """
+)
+
 RUN = textwrap.dedent(
     """
     import json, resource, sys, threading, time
@@ -135,8 +178,25 @@ def breakdown(path: Path) -> dict[str, dict[str, float]]:
     return {
         "start-up": _run(STARTUP),
         "parsing thread, stage by stage": _run(STAGES, str(path)),
+        "tokens alone (one thread, 512 KB batches, the core built first)": _run(TOKENIZE, str(path)),
         "one validate": _run(RUN, str(path)),
     }
+
+
+def _shown(name: str, value: float) -> str:
+    if name.endswith("found"):
+        return f"{value:.1%}"
+    if name.endswith(("tokens", "entries")) or name in ("lines", "plain lines", "batches", "texts"):
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if name == "MiB" else f"{value:.3f} s"
+
+
+def _print(title: str, figures: dict[str, dict[str, float]]) -> None:
+    print(title)
+    for section, values in figures.items():
+        print(f"  {section}")
+        for name, value in values.items():
+            print(f"    {name:<44} {_shown(name, value):>12}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,15 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         load = os.getloadavg()[0]
         figures = breakdown(path)
-        print(
-            f"\n{path.name} ({path.stat().st_size / 2**20:.0f} MiB), load average {load:.2f} -> "
-            f"{os.getloadavg()[0]:.2f}; CPU seconds"
-        )
-        for section, values in figures.items():
-            print(f"  {section}")
-            for name, value in values.items():
-                shown = f"{value:,.0f}" if name in ("lines", "plain lines", "batches", "tokens") else f"{value:.3f} s"
-                print(f"    {name:<40} {shown:>12}")
+        title = f"\n{path.name} ({path.stat().st_size / 2**20:.0f} MiB), load average {load:.2f} -> "
+        _print(f"{title}{os.getloadavg()[0]:.2f}; CPU seconds", figures)
+    load = os.getloadavg()[0]
+    natural = {"tokens alone (one thread, 512 KB batches, the core built first)": _run(TOKENIZE, "pydoc")}
+    title = "\nnatural text: Python's reference manual (pydoc_data.topics), one text per paragraph, load average"
+    _print(f"{title} {load:.2f} -> {os.getloadavg()[0]:.2f}; CPU seconds", natural)
     return 0
 
 

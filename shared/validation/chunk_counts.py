@@ -148,8 +148,13 @@ class ChunkCounts:
         self.chunks += int(starts.size)
         self.found += int(starts.size - missing.size)
         if missing.size:
-            counts[missing] = self._count_missing(batch, missing, count_exact)
-            self._add(words1, words2, missing[~long[missing]], counts)
+            short = missing[~long[missing]]
+            _, first, again = np.unique(_pairs(words1[short], words2[short]), return_index=True, return_inverse=True)
+            distinct = short[first]  # one chunk per key: the others are the same bytes
+            todo = np.concatenate((distinct, missing[long[missing]]))
+            counts[todo] = self._count_missing(batch, todo, count_exact)
+            counts[short] = counts[distinct][again.ravel()]
+            self._add(words1, words2, distinct, counts)
         cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(counts)))
         first = np.searchsorted(starts, batch.text_starts)
         last = np.searchsorted(starts, batch.text_ends)
@@ -195,59 +200,60 @@ class ChunkCounts:
         return np.fromiter((by_text[t] for t in texts), dtype=np.int64, count=len(texts))
 
     def _add(self, words1: _U64, words2: _U64, new: _I64, counts: _I64) -> None:
-        """Put the counts of the short chunks just counted into a copy of the table, then swap it in."""
+        """Put the counts of the short chunks just counted (`new`: one per key) into a copy of the table, then
+        swap it in."""
         if not new.size or self._table.entries >= MAX_ENTRIES:
             return
         with self._lock:
             table = self._table
-            entries = table.entries
-            wanted = min(entries + new.size, MAX_ENTRIES)
+            new = new[self._lookup(table, words1[new], words2[new]) < 0]  # not put in by another thread since
+            new = new[: max(MAX_ENTRIES - table.entries, 0)]
+            if not new.size:
+                return
+            entries = table.entries + int(new.size)
             bits = table.bits
-            while (1 << bits) < 2 * wanted and bits < MAX_BITS:
+            while (1 << bits) < 2 * entries and bits < MAX_BITS:
                 bits += 1
             if bits == table.bits:
-                firsts, seconds, kept, probes = (
-                    table.words1.copy(),
-                    table.words2.copy(),
-                    table.counts.copy(),
-                    table.probes,
-                )
+                grown = _Table(table.words1.copy(), table.words2.copy(), table.counts.copy(), 0, table.probes)
+                keys = (words1[new], words2[new], counts[new])
             else:  # grow: every entry again, into the larger table
                 grown = _Table.empty(bits)
-                firsts, seconds, kept, probes = grown.words1, grown.words2, grown.counts, 1
-                old = np.flatnonzero(table.words2)
-                entries = 0
-                keys = zip(
-                    table.words1[old].tolist(), table.words2[old].tolist(), table.counts[old].tolist(), strict=True
+                kept = np.flatnonzero(table.words2)
+                keys = (
+                    np.concatenate((table.words1[kept], words1[new])),
+                    np.concatenate((table.words2[kept], words2[new])),
+                    np.concatenate((table.counts[kept], counts[new])),
                 )
-                for w1, w2, n in keys:
-                    entries, probes = _put(firsts, seconds, kept, w1, w2, n, entries, probes)
-            for w1, w2, n in zip(words1[new].tolist(), words2[new].tolist(), counts[new].tolist(), strict=True):
-                if entries >= MAX_ENTRIES:
-                    break
-                entries, probes = _put(firsts, seconds, kept, w1, w2, n, entries, probes)
-            self._table = _Table(firsts, seconds, kept, entries, probes)
+            self._table = _place(grown, *keys, entries)
 
 
-def _put(
-    firsts: _U64, seconds: _U64, kept: npt.NDArray[np.uint8], w1: int, w2: int, n: int, entries: int, probes: int
-) -> tuple[int, int]:
-    """Insert one key unless present (linear probing from its hash slot); the new entries and longest probe."""
-    mask = firsts.size - 1
-    slot = int(_slot_of(w1, w2, firsts.size.bit_length() - 1))
-    probe = 1
-    while seconds[slot] != 0 and not (seconds[slot] == w2 and firsts[slot] == w1):
-        slot = (slot + 1) & mask
-        probe += 1
-    if seconds[slot] == 0:
-        firsts[slot], seconds[slot], kept[slot] = w1, w2, n
-        return entries + 1, max(probes, probe)
-    return entries, probes
+def _pairs(words1: _U64, words2: _U64) -> npt.NDArray[np.void]:
+    """Two words per key as one 16-byte value, for `np.unique`."""
+    return np.ascontiguousarray(np.stack((words1, words2), axis=1)).view(np.dtype((np.void, 16))).ravel()
 
 
-_FULL = (1 << 64) - 1
-
-
-def _slot_of(w1: int, w2: int, bits: int) -> int:
-    """`_Table.slots` for one key, in Python integers."""
-    return (((w1 * int(_M1)) & _FULL) ^ ((w2 * int(_M2)) & _FULL)) >> (64 - bits)
+def _place(table: _Table, words1: _U64, words2: _U64, counts: _I64 | npt.NDArray[np.uint8], entries: int) -> _Table:
+    """Distinct keys, none in `table` yet, put into its (writable) arrays by linear probing, all keys at once:
+    in each round every key not yet placed tries its next slot, and of the keys that try the same free slot
+    the first takes it. So the slots before a key's, from its hash slot on, were taken when it passed them, as
+    a lookup expects; the rounds needed are the table's new longest probe."""
+    mask = table.words1.size - 1
+    slots = table.slots(words1, words2)
+    todo = np.arange(words1.size)
+    probes, round_ = table.probes, 0
+    while todo.size:
+        round_ += 1
+        at = slots[todo]
+        free = table.words2[at] == 0
+        taken, first = np.unique(at[free], return_index=True)
+        winners = todo[free][first]
+        table.words1[taken] = words1[winners]
+        table.words2[taken] = words2[winners]
+        table.counts[taken] = counts[winners]
+        probes = max(probes, round_)
+        placed = np.zeros(todo.size, dtype=np.bool_)
+        placed[np.flatnonzero(free)[first]] = True
+        todo = todo[~placed]
+        slots[todo] = (slots[todo] + 1) & mask
+    return _Table(table.words1, table.words2, table.counts, entries, probes)

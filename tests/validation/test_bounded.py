@@ -20,7 +20,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.validation import ValidationOptions, validate
+from shared.validation import ValidationOptions, chunk_counts, encodings, validate
 from shared.validation import duplicates as duplicates_module
 from shared.validation import tokens as tokens_module
 from shared.validation.duplicates import DuplicateFinder
@@ -267,6 +267,9 @@ def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(DuplicateFinder, "PENDING", 2048)
     monkeypatch.setattr(Histogram, "BUFFER", 2048)
     monkeypatch.setattr(tokens_module.TokenPipeline, "BATCH_CHARS", 64 * 1024)
+    monkeypatch.setattr(chunk_counts, "MAX_BITS", chunk_counts.MIN_BITS)  # the chunk table at its bound too
+    monkeypatch.setattr(chunk_counts, "MAX_ENTRIES", (1 << chunk_counts.MIN_BITS) // 2)
+    monkeypatch.setattr(encodings.encoding("o200k_base"), "chunk_counts", chunk_counts.ChunkCounts())
 
     def tiny(n: int) -> bytes:
         return b"".join(
