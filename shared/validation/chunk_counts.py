@@ -30,6 +30,7 @@ before the space is whitespace to `str.isspace`: ASCII by a table, the 19 other 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ _SPACE_2 = np.array([0xC285, 0xC2A0], dtype=np.uint32)  # U+0085, U+00A0
 _SPACE_3 = np.array(  # U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000
     [0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080], dtype=np.uint32
 )
+SLICE_CHARS = 128 * 1024  # characters counted per numpy pass
 _FRONT = 3  # zero bytes before the data: the 3-byte look-back at a space near the start
 _BACK = 16  # zero bytes after it: two 8-byte reads at the last chunk
 
@@ -96,13 +98,19 @@ class _Chunked:
 
 def _chunked(texts: Sequence[str]) -> _Chunked:
     """Raises UnicodeEncodeError for a text with a lone surrogate."""
-    encoded = [t.encode("utf-8") for t in texts]
-    n = sum(map(len, encoded))
-    data = bytes(_FRONT) + b"".join(encoded) + bytes(_BACK)
-    ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
-    text_starts = ends - np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    joined = "".join(texts)
+    encoded = joined.encode("utf-8")
+    n = len(encoded)
+    data = bytes(_FRONT) + encoded + bytes(_BACK)
+    del encoded
     raw = np.frombuffer(data, dtype=np.uint8)
     body = raw[_FRONT : _FRONT + n]
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))  # in characters
+    if n != len(joined):  # not all ASCII: a character ends where the next one's first byte is
+        firsts = np.flatnonzero((body & 0xC0) != 0x80)
+        ends = np.append(firsts, n)[ends]
+    del joined
+    text_starts = np.concatenate((np.zeros(1, dtype=np.int64), ends[:-1]))
     is_start = np.zeros(n + 1, dtype=np.bool_)
     spaces = np.flatnonzero(body[1:] == 0x20) + 1  # a space at offset 0 is a text start anyway
     before = body[spaces - 1]
@@ -134,7 +142,23 @@ class ChunkCounts:
 
     def count(self, texts: Sequence[str], count_exact: Callable[[Sequence[str]], _I64]) -> _I64 | None:
         """Token count of each text, as `count_exact` would give it; `count_exact` counts the chunks not in
-        the table (each as alone). None when a text cannot be UTF-8 encoded (a lone surrogate)."""
+        the table (each as alone). None when a text cannot be UTF-8 encoded (a lone surrogate).
+
+        Texts go through in slices of about `SLICE_CHARS`, which bounds the numpy arrays a call holds."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+        cuts = np.searchsorted(ends, np.arange(SLICE_CHARS, int(ends[-1]), SLICE_CHARS)) + 1
+        bounds = [0, *sorted(set(cuts.tolist()) - {0, len(texts)}), len(texts)]
+        result = np.empty(len(texts), dtype=np.int64)
+        for start, stop in itertools.pairwise(bounds):
+            part = self._count_slice(texts[start:stop], count_exact)
+            if part is None:
+                return None
+            result[start:stop] = part
+        return result
+
+    def _count_slice(self, texts: Sequence[str], count_exact: Callable[[Sequence[str]], _I64]) -> _I64 | None:
         try:
             batch = _chunked(texts)
         except UnicodeEncodeError:

@@ -211,3 +211,14 @@ _plain_init = Tokenizer.__init__
 
 def _without_table(self: Tokenizer, encoding_name: str, *, reuse_chunks: bool = True) -> None:
     _plain_init(self, encoding_name, reuse_chunks=False)
+
+
+def test_large_batches_go_through_in_slices_with_the_same_counts() -> None:
+    enc = exact("o200k_base")
+    texts = [f"slice {i}: " + "word " * (i % 50) + "東京 ключ café" * (i % 3) for i in range(2000)]
+    expected = [len(enc.encode_ordinary(t)) for t in texts]
+    table, _, count_exact = counter("o200k_base")
+    assert table.count([], count_exact).tolist() == []
+    with mock.patch.object(chunk_counts, "SLICE_CHARS", 1000):  # about 140 slices, one text may be over it
+        assert table.count(texts, count_exact).tolist() == expected
+        assert table.count(["x" * 5000, "y"], count_exact).tolist() == [len(enc.encode_ordinary("x" * 5000)), 1]
