@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -42,9 +42,9 @@ _I64 = npt.NDArray[np.int64]
 _U64 = npt.NDArray[np.uint64]
 
 MAX_CHUNK_BYTES = 15  # 8 + 7 bytes in two words, the length in the top byte of the second
-MIN_BITS = 12  # the table starts with 2**12 slots and doubles while it is more than half full ...
-MAX_BITS = 17  # ... up to 2**17 slots
-MAX_ENTRIES = (1 << MAX_BITS) // 2  # a half-full table keeps probes short
+MIN_BITS = 12  # the table starts with 2**12 slots and doubles while it is more than a quarter full ...
+MAX_BITS = 18  # ... up to 2**18 slots (4.5 MB)
+MAX_ENTRIES = (1 << MAX_BITS) // 4  # a table at most a quarter full finds most keys at the first probe
 _M1 = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers (golden ratio; murmur3's finaliser constant)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
@@ -58,6 +58,8 @@ _SPACE_3 = np.array(  # U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U
     [0xE19A80, *range(0xE28080, 0xE2808B), 0xE280A8, 0xE280A9, 0xE280AF, 0xE2819F, 0xE38080], dtype=np.uint32
 )
 SLICE_CHARS = 128 * 1024  # characters counted per numpy pass
+_LAST_OF_SPACE = np.zeros(256, dtype=np.bool_)  # the last bytes of those 19 encodings
+_LAST_OF_SPACE[[c & 0xFF for c in (*_SPACE_2.tolist(), *_SPACE_3.tolist())]] = True
 _FRONT = 3  # zero bytes before the data: the 3-byte look-back at a space near the start
 _BACK = 16  # zero bytes after it: two 8-byte reads at the last chunk
 
@@ -107,16 +109,15 @@ def _chunked(texts: Sequence[str]) -> _Chunked:
     body = raw[_FRONT : _FRONT + n]
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))  # in characters
     if n != len(joined):  # not all ASCII: a character ends where the next one's first byte is
-        firsts = np.flatnonzero((body & 0xC0) != 0x80)
-        ends = np.append(firsts, n)[ends]
+        ends = np.flatnonzero(np.append((body & 0xC0) != 0x80, True))[ends]  # True: the end, after the last
     del joined
     text_starts = np.concatenate((np.zeros(1, dtype=np.int64), ends[:-1]))
     is_start = np.zeros(n + 1, dtype=np.bool_)
     spaces = np.flatnonzero(body[1:] == 0x20) + 1  # a space at offset 0 is a text start anyway
     before = body[spaces - 1]
     cut = ~_ASCII_SPACE[before]
-    wide = np.flatnonzero(before >= 0x80)
-    if wide.size:  # the character before is not ASCII: whitespace only if it is one of the 19 code points
+    wide = np.flatnonzero(_LAST_OF_SPACE[before])
+    if wide.size:  # the byte before ends a character that may be one of the 19: compare its 2 or 3 bytes
         at = spaces[wide] + _FRONT
         two = (raw[at - 2].astype(np.uint32) << 8) | raw[at - 1]
         three = (raw[at - 3].astype(np.uint32) << 16) | two
@@ -126,6 +127,56 @@ def _chunked(texts: Sequence[str]) -> _Chunked:
     starts = np.flatnonzero(is_start[:n])
     lengths = np.diff(starts, append=n)
     return _Chunked(data, starts, lengths, text_starts, ends)
+
+
+@dataclass
+class _Waiting:
+    """One slice of a batch after its look-up: each chunk's count (-1: missing), each text's chunks, and for
+    the missing ones the distinct texts to count and where their counts go."""
+
+    start: int  # the slice's first text in the batch
+    counts: npt.NDArray[np.int32]
+    first: npt.NDArray[np.int32]  # each text's chunks: counts[first[i]:last[i]]
+    last: npt.NDArray[np.int32]
+    missing: npt.NDArray[np.int32]
+    texts: list[str] = field(default_factory=list)  # distinct chunks to count
+    todo: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # chunks counted
+    todo_text: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # their texts
+    short: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # missing, short
+    again: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # short -> todo
+    distinct: int = 0  # todo[:distinct] are the short chunks, one per key; the rest are long
+    new: tuple[_U64, _U64] = field(default_factory=lambda: (np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+
+    def per_text(self) -> _I64:
+        cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(self.counts, dtype=np.int64)))
+        result: _I64 = cumulative[self.last] - cumulative[self.first]
+        return result
+
+
+@dataclass
+class Pending:
+    """A batch's counts after the look-up: complete for the slices that had every chunk, the rest waiting."""
+
+    counts: _I64
+    waiting: list[_Waiting]
+    owner: ChunkCounts
+
+    def complete(self, count_exact: Callable[[Sequence[str]], _I64]) -> _I64:
+        """Count the missing chunks (one `count_exact` call for the whole batch), keep the short ones' counts
+        in the table, and return every text's count."""
+        if self.waiting:
+            counted = count_exact([t for w in self.waiting for t in w.texts])
+            at = 0
+            for w in self.waiting:
+                mine = counted[at : at + len(w.texts)]
+                at += len(w.texts)
+                w.counts[w.todo] = mine[w.todo_text]
+                distinct = w.todo[: w.distinct]
+                w.counts[w.short] = w.counts[distinct][w.again]
+                self.owner._add(*w.new, w.counts[distinct].astype(np.int64))
+                self.counts[w.start : w.start + w.first.size] = w.per_text()
+            self.waiting = []
+        return self.counts
 
 
 class ChunkCounts:
@@ -142,27 +193,36 @@ class ChunkCounts:
 
     def count(self, texts: Sequence[str], count_exact: Callable[[Sequence[str]], _I64]) -> _I64 | None:
         """Token count of each text, as `count_exact` would give it; `count_exact` counts the chunks not in
-        the table (each as alone). None when a text cannot be UTF-8 encoded (a lone surrogate).
+        the table (each as alone). None when a text cannot be UTF-8 encoded (a lone surrogate)."""
+        pending = self.look_up(texts)
+        return None if pending is None else pending.complete(count_exact)
+
+    def look_up(self, texts: Sequence[str]) -> Pending | None:
+        """Every text's chunks looked up; what is missing is counted by `Pending.complete`, which may run on
+        another thread (it calls tiktoken, which releases the GIL, and puts the new counts in the table).
+        None when a text cannot be UTF-8 encoded (a lone surrogate).
 
         Texts go through in slices of about `SLICE_CHARS`, which bounds the numpy arrays a call holds."""
+        result = np.zeros(len(texts), dtype=np.int64)
+        pending = Pending(result, [], self)
         if not texts:
-            return np.zeros(0, dtype=np.int64)
+            return pending
         ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
         cuts = np.searchsorted(ends, np.arange(SLICE_CHARS, int(ends[-1]), SLICE_CHARS)) + 1
         bounds = [0, *sorted(set(cuts.tolist()) - {0, len(texts)}), len(texts)]
-        result = np.empty(len(texts), dtype=np.int64)
         for start, stop in itertools.pairwise(bounds):
-            part = self._count_slice(texts[start:stop], count_exact)
-            if part is None:
+            try:
+                batch = _chunked(texts[start:stop])
+            except UnicodeEncodeError:
                 return None
-            result[start:stop] = part
-        return result
+            waiting = self._look_up_slice(batch, start)
+            if waiting.missing.size:
+                pending.waiting.append(waiting)
+            else:
+                result[start:stop] = waiting.per_text()
+        return pending
 
-    def _count_slice(self, texts: Sequence[str], count_exact: Callable[[Sequence[str]], _I64]) -> _I64 | None:
-        try:
-            batch = _chunked(texts)
-        except UnicodeEncodeError:
-            return None
+    def _look_up_slice(self, batch: _Chunked, start: int) -> _Waiting:
         starts, lengths = batch.starts, batch.lengths
         long = lengths > MAX_CHUNK_BYTES
         words1, words2 = self._keys(batch.data, starts, np.minimum(lengths, MAX_CHUNK_BYTES))
@@ -171,19 +231,29 @@ class ChunkCounts:
         missing = np.flatnonzero(counts < 0)
         self.chunks += int(starts.size)
         self.found += int(starts.size - missing.size)
+        first = np.searchsorted(starts, batch.text_starts).astype(np.int32)
+        last = np.searchsorted(starts, batch.text_ends).astype(np.int32)
+        waiting = _Waiting(start, counts.astype(np.int32), first, last, missing.astype(np.int32))
         if missing.size:
             short = missing[~long[missing]]
-            _, first, again = np.unique(_pairs(words1[short], words2[short]), return_index=True, return_inverse=True)
-            distinct = short[first]  # one chunk per key: the others are the same bytes
+            _, firsts, again = np.unique(_pairs(words1[short], words2[short]), return_index=True, return_inverse=True)
+            distinct = short[firsts]  # one chunk per key: the others are the same bytes
             todo = np.concatenate((distinct, missing[long[missing]]))
-            counts[todo] = self._count_missing(batch, todo, count_exact)
-            counts[short] = counts[distinct][again.ravel()]
-            self._add(words1, words2, distinct, counts)
-        cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(counts)))
-        first = np.searchsorted(starts, batch.text_starts)
-        last = np.searchsorted(starts, batch.text_ends)
-        result: _I64 = cumulative[last] - cumulative[first]
-        return result
+            data = batch.data
+            texts = [
+                data[_FRONT + s : _FRONT + s + n].decode("utf-8")
+                for s, n in zip(starts[todo].tolist(), lengths[todo].tolist(), strict=True)
+            ]
+            unique = dict.fromkeys(texts)  # a long chunk may repeat
+            waiting.texts = list(unique)
+            where = {t: i for i, t in enumerate(waiting.texts)}
+            waiting.todo = todo.astype(np.int32)
+            waiting.todo_text = np.fromiter((where[t] for t in texts), dtype=np.int32, count=len(texts))
+            waiting.short = short.astype(np.int32)
+            waiting.again = again.ravel().astype(np.int32)
+            waiting.new = (words1[distinct], words2[distinct])
+            waiting.distinct = int(distinct.size)
+        return waiting
 
     @staticmethod
     def _keys(data: bytes, starts: _I64, lengths: _I64) -> tuple[_U64, _U64]:
@@ -198,8 +268,7 @@ class ChunkCounts:
         slots = table.slots(words1, words2)
         kept = table.words2[slots]
         hit = (kept == words2) & (table.words1[slots] == words1)
-        found = table.counts[slots].astype(np.int64)
-        found[~hit] = -1
+        found = np.where(hit, table.counts[slots], np.int64(-1))
         todo = np.flatnonzero(~hit & (kept != 0))  # a different key in the slot: probe on
         mask = table.words1.size - 1
         for _ in range(table.probes - 1):
@@ -212,31 +281,19 @@ class ChunkCounts:
             todo = todo[~hit & (kept != 0)]
         return found
 
-    @staticmethod
-    def _count_missing(batch: _Chunked, missing: _I64, count_exact: Callable[[Sequence[str]], _I64]) -> _I64:
-        data = batch.data
-        texts = [
-            data[_FRONT + s : _FRONT + s + n].decode("utf-8")
-            for s, n in zip(batch.starts[missing].tolist(), batch.lengths[missing].tolist(), strict=True)
-        ]
-        distinct = list(dict.fromkeys(texts))
-        by_text = dict(zip(distinct, count_exact(distinct).tolist(), strict=True))
-        return np.fromiter((by_text[t] for t in texts), dtype=np.int64, count=len(texts))
-
-    def _add(self, words1: _U64, words2: _U64, new: _I64, counts: _I64) -> None:
-        """Put the counts of the short chunks just counted (`new`: one per key) into a copy of the table, then
-        swap it in."""
-        if not new.size or self._table.entries >= MAX_ENTRIES:
+    def _add(self, words1: _U64, words2: _U64, counts: _I64) -> None:
+        """Put the counts of short chunks just counted (one per key) into a copy of the table, then swap it in."""
+        if not words1.size or self._table.entries >= MAX_ENTRIES:
             return
         with self._lock:
             table = self._table
-            new = new[self._lookup(table, words1[new], words2[new]) < 0]  # not put in by another thread since
+            new = np.flatnonzero(self._lookup(table, words1, words2) < 0)  # not put in by another thread since
             new = new[: max(MAX_ENTRIES - table.entries, 0)]
             if not new.size:
                 return
             entries = table.entries + int(new.size)
             bits = table.bits
-            while (1 << bits) < 2 * entries and bits < MAX_BITS:
+            while (1 << bits) < 4 * entries and bits < MAX_BITS:
                 bits += 1
             if bits == table.bits:
                 grown = _Table(table.words1.copy(), table.words2.copy(), table.counts.copy(), 0, table.probes)

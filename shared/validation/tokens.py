@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from .chunk_counts import Pending
 from .encodings import SEPARATOR, Core, encoding
 from .statistics import Histogram
 
@@ -90,14 +91,18 @@ class Tokenizer:
         """
         if not texts:
             return np.zeros(0, dtype=np.int64)
+        pending = self.look_up(texts)
+        return self.count_joined(texts) if pending is None else pending.complete(self.count_joined)
+
+    def look_up(self, texts: Sequence[str]) -> Pending | None:
+        """The texts' chunks looked up in the encoding's chunk table (`chunk_counts.py`); None where the table
+        does not apply (another pattern, a lone surrogate, `reuse_chunks=False`): then `count_joined` counts."""
         encoding = self._encoding
-        if self._reuse_chunks and encoding.chunkable():
-            if encoding.too_large(texts):
-                encoding.full()  # a large input: the full core now, as core_for would pick for the whole batch
-            counts = encoding.chunk_counts.count(texts, self.count_joined)
-            if counts is not None:
-                return counts
-        return self.count_joined(texts)
+        if not self._reuse_chunks or not encoding.chunkable():
+            return None
+        if encoding.too_large(texts):
+            encoding.full()  # a large input: the full core now, as core_for would pick for the whole batch
+        return encoding.chunk_counts.look_up(texts)
 
     def count_joined(self, texts: Sequence[str]) -> _I64:
         """Token count of each string by tiktoken: one call for all (the GIL is released during it); one
@@ -224,9 +229,10 @@ class CountedBatch:
     cached: list[tuple[str, int]]
 
 
-def count_batch(tokenizer: Tokenizer, batch: TokenBatch) -> CountedBatch:
-    """Per-example figures of a batch: a worker thread's whole job."""
-    counts = tokenizer.count_many(batch.texts)
+def count_batch(tokenizer: Tokenizer, batch: TokenBatch, pending: Pending | None = None) -> CountedBatch:
+    """Per-example figures of a batch: a worker thread's whole job (tiktoken for what `pending`, the chunk
+    table's look-up done on the parsing thread, left missing; or for all of it)."""
+    counts = tokenizer.count_many(batch.texts) if pending is None else pending.complete(tokenizer.count_joined)
     cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(counts)))
     mids = np.asarray(batch.mids, dtype=np.int64)
     ends = np.asarray(batch.ends, dtype=np.int64)
@@ -338,7 +344,8 @@ class TokenPipeline:
         if not batch.lines:
             return
         self._batch = TokenBatch()
-        self._in_flight.append(self._pool.submit(count_batch, self.tokenizer, batch))
+        pending = self.tokenizer.look_up(batch.texts)  # numpy on this thread: on the workers it would wait for the GIL
+        self._in_flight.append(self._pool.submit(count_batch, self.tokenizer, batch, pending))
         while len(self._in_flight) > self._max_in_flight:
             self._fold()
 

@@ -150,7 +150,7 @@ def test_the_table_grows_then_stops_at_its_bound() -> None:
                 assert table.count([text], count_exact).tolist() == [len(enc.encode_ordinary(text))]
                 sizes.append(table._table.words1.size)
             assert len(table) == 100  # full: kept as it is
-            assert sizes[0] == 64 and sizes[-1] == 256  # doubled while more than half full, up to 2**8
+            assert sizes[0] == 128 and sizes[-1] == 256  # doubled while more than a quarter full, up to 2**8
             asked.clear()
             text = "x" + "".join(words)
             assert table.count([text], count_exact).tolist() == [len(enc.encode_ordinary(text))]
