@@ -119,8 +119,9 @@ TOKENIZE = textwrap.dedent(
     tokenizer._encoding.full()
     table = tokenizer._encoding.chunk_counts
     out = {}
-    for name, count in (("tiktoken alone", tokenizer.count_joined), ("chunk table, empty at first", tokenizer.count_many),
-                        ("chunk table, filled", tokenizer.count_many)):
+    ways = (("tiktoken alone", tokenizer.count_joined), ("chunk table, empty at first", tokenizer.count_many),
+            ("chunk table, filled", tokenizer.count_many))
+    for name, count in ways:
         table.chunks = table.found = 0
         t = time.thread_time()
         total = sum(int(count(b).sum()) for b in batches)
