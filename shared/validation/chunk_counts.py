@@ -45,8 +45,7 @@ MAX_CHUNK_BYTES = 15  # 8 + 7 bytes in two words, the length in the top byte of 
 MIN_BITS = 12  # the table starts with 2**12 slots and doubles while it is more than a quarter full ...
 MAX_BITS = 18  # ... up to 2**18 slots (4.5 MB)
 MAX_ENTRIES = (1 << MAX_BITS) // 4  # a table at most a quarter full finds most keys at the first probe
-_M1 = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers (golden ratio; murmur3's finaliser constant)
-_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_M1 = np.uint64(0x9E3779B97F4A7C15)  # an odd multiplier (2**64 / the golden ratio): Fibonacci hashing
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _LENGTH_SHIFT = np.uint64(56)
 
@@ -84,7 +83,7 @@ class _Table:
 
     def slots(self, words1: _U64, words2: _U64) -> _I64:
         shift = np.uint64(64 - self.bits)
-        return (((words1 * _M1) ^ (words2 * _M2)) >> shift).astype(np.int64)
+        return (((words1 ^ words2) * _M1) >> shift).astype(np.int64)
 
 
 @dataclass
@@ -135,10 +134,10 @@ class _Waiting:
     the missing ones the distinct texts to count and where their counts go."""
 
     start: int  # the slice's first text in the batch
-    counts: npt.NDArray[np.int32]
-    first: npt.NDArray[np.int32]  # each text's chunks: counts[first[i]:last[i]]
-    last: npt.NDArray[np.int32]
-    missing: npt.NDArray[np.int32]
+    counts: npt.NDArray[np.int32] | _I64  # int32 while kept waiting
+    first: npt.NDArray[np.int32] | _I64  # each text's chunks: counts[first[i]:last[i]]
+    last: npt.NDArray[np.int32] | _I64
+    missing: _I64
     texts: list[str] = field(default_factory=list)  # distinct chunks to count
     todo: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # chunks counted
     todo_text: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))  # their texts
@@ -224,43 +223,46 @@ class ChunkCounts:
 
     def _look_up_slice(self, batch: _Chunked, start: int) -> _Waiting:
         starts, lengths = batch.starts, batch.lengths
-        long = lengths > MAX_CHUNK_BYTES
-        words1, words2 = self._keys(batch.data, starts, np.minimum(lengths, MAX_CHUNK_BYTES))
+        words1, words2 = self._keys(batch.data, starts, lengths)
         counts = self._lookup(self._table, words1, words2)
-        counts[long] = -1  # its key is its first 15 bytes': never looked up
         missing = np.flatnonzero(counts < 0)
         self.chunks += int(starts.size)
         self.found += int(starts.size - missing.size)
-        first = np.searchsorted(starts, batch.text_starts).astype(np.int32)
-        last = np.searchsorted(starts, batch.text_ends).astype(np.int32)
-        waiting = _Waiting(start, counts.astype(np.int32), first, last, missing.astype(np.int32))
-        if missing.size:
-            short = missing[~long[missing]]
-            _, firsts, again = np.unique(_pairs(words1[short], words2[short]), return_index=True, return_inverse=True)
-            distinct = short[firsts]  # one chunk per key: the others are the same bytes
-            todo = np.concatenate((distinct, missing[long[missing]]))
-            data = batch.data
-            texts = [
-                data[_FRONT + s : _FRONT + s + n].decode("utf-8")
-                for s, n in zip(starts[todo].tolist(), lengths[todo].tolist(), strict=True)
-            ]
-            unique = dict.fromkeys(texts)  # a long chunk may repeat
-            waiting.texts = list(unique)
-            where = {t: i for i, t in enumerate(waiting.texts)}
-            waiting.todo = todo.astype(np.int32)
-            waiting.todo_text = np.fromiter((where[t] for t in texts), dtype=np.int32, count=len(texts))
-            waiting.short = short.astype(np.int32)
-            waiting.again = again.ravel().astype(np.int32)
-            waiting.new = (words1[distinct], words2[distinct])
-            waiting.distinct = int(distinct.size)
+        first = np.searchsorted(starts, batch.text_starts)
+        last = np.searchsorted(starts, batch.text_ends)
+        if not missing.size:
+            return _Waiting(start, counts, first, last, missing)
+        waiting = _Waiting(start, counts.astype(np.int32), first.astype(np.int32), last.astype(np.int32), missing)
+        long = lengths[missing] > MAX_CHUNK_BYTES
+        short = missing[~long]
+        _, firsts, again = np.unique(_pairs(words1[short], words2[short]), return_index=True, return_inverse=True)
+        distinct = short[firsts]  # one chunk per key: the others are the same bytes
+        todo = np.concatenate((distinct, missing[long]))
+        data = batch.data
+        texts = [
+            data[_FRONT + s : _FRONT + s + n].decode("utf-8")
+            for s, n in zip(starts[todo].tolist(), lengths[todo].tolist(), strict=True)
+        ]
+        unique = dict.fromkeys(texts)  # a long chunk may repeat
+        waiting.texts = list(unique)
+        where = {t: i for i, t in enumerate(waiting.texts)}
+        waiting.todo = todo.astype(np.int32)
+        waiting.todo_text = np.fromiter((where[t] for t in texts), dtype=np.int32, count=len(texts))
+        waiting.short = short.astype(np.int32)
+        waiting.again = again.ravel().astype(np.int32)
+        waiting.new = (words1[distinct], words2[distinct])
+        waiting.distinct = int(distinct.size)
         return waiting
 
     @staticmethod
     def _keys(data: bytes, starts: _I64, lengths: _I64) -> tuple[_U64, _U64]:
+        """Each chunk's bytes as two words, its length in the top byte of the second; a chunk over 15 bytes
+        gets length 16 there (its first 15 bytes' key otherwise), which no kept key has: never found."""
         words = np.ndarray(shape=(len(data) - _FRONT - 7,), dtype="<u8", buffer=data, offset=_FRONT, strides=(1,))
-        first = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
-        second = words[starts + 8] & _LOW_BYTES[np.maximum(lengths - 8, 0)]
-        return first, second | (lengths.astype(np.uint64) << _LENGTH_SHIFT)
+        clipped = np.minimum(lengths, MAX_CHUNK_BYTES + 1)
+        first = words[starts] & _LOW_BYTES[np.minimum(clipped, 8)]
+        second = words[starts + 8] & _LOW_BYTES[np.minimum(np.maximum(clipped - 8, 0), 7)]
+        return first, second | (clipped.astype(np.uint64) << _LENGTH_SHIFT)
 
     @staticmethod
     def _lookup(table: _Table, words1: _U64, words2: _U64) -> _I64:
