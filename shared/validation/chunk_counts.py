@@ -1,4 +1,4 @@
-"""Exact token counts of short chunks, kept in a fixed-size table and looked up a whole batch at a time.
+"""Exact token counts of short chunks, kept in a bounded table and looked up a whole batch at a time.
 
 Most of a file's tokens are the same few thousand words again and again. tiktoken cuts every text with its
 regex and looks every piece up anew; this table remembers the count of each short *chunk* it has seen, so a
@@ -7,25 +7,34 @@ batch's counts become a few numpy passes over its bytes, and tiktoken sees only 
 **Why a chunk's count can be reused (exactness).** `encodings.chunks` cuts a text before every space that
 follows a non-whitespace character, and in both chunkable patterns (o200k_base, cl100k_base) a piece never
 holds such a space, so each chunk holds whole pieces (the proof is in encodings.py). Each chunk is also cut
-into the same pieces alone as inside its text: the patterns have no look-behind, the regex starts a match at
-each cut in both cases (the cut is a piece boundary), and a match inside a chunk sees the same characters
-except at the chunk's end, where the only look-ahead, `\\s+(?!\\S)`, meets a space inside the text and the
-end alone, and neither is `\\S`. tiktoken then encodes piece by piece (lib.rs: the whole piece's rank, else
-`byte_pair_encode` over its bytes). So tokens(text) = the sum of tokens(chunk) over its chunks, and a chunk's
-count depends on the chunk alone. Hypothesis compares both against tiktoken (tests/validation/test_chunk_counts.py).
+into the same pieces alone as inside its text: neither pattern looks behind, so from a cut on the regex sees
+the same characters; before a cut, a match sees the same characters except at the chunk's end, and the only
+assertions behave the same there: `(?!\S)` holds both before the space that follows inside the text and at
+the end alone, and cl100k's `\s++$` cannot match at the end alone because the chunk's last character is not
+whitespace. The matches tried in the text that would have run past the cut all failed (no piece crosses a
+cut), so alone the same match is found. tiktoken then encodes piece by piece (lib.rs: the whole piece's rank,
+else `byte_pair_encode` over its bytes). So tokens(text) = the sum of tokens(chunk) over its chunks, and a
+chunk's count depends on the chunk alone. Hypothesis checks both against tiktoken
+(tests/validation/test_chunk_counts.py).
 
-**Keys are the bytes, never a hash.** A chunk of 1-15 UTF-8 bytes is stored as two little-endian 64-bit
-words, the second with the length in its top byte, so two keys are equal only for the same bytes. The hash
-only picks the slot (open addressing, linear probing). Longer chunks are counted by tiktoken each time.
+**Keys are the bytes, never a hash.** A chunk of 1-15 UTF-8 bytes is kept as two little-endian 64-bit words,
+the second with the length in its top byte, so two keys are equal only for the same bytes. The hash only
+picks the slot (open addressing, linear probing). A longer chunk gets length 16 in its key, which no kept key
+has, so it is never found and tiktoken counts it each time.
 
-**Bounded.** `SLOTS` slots hold at most `MAX_ENTRIES` chunks (2.2 MB). Chunks are added until it is full and
-then it is kept as it is, as Hugging Face tokenizers' BPE word cache does (tokenizers/src/utils/cache.rs:
-10,000 words, no insert past capacity): the words seen first in a file are its frequent ones. Inserting copies
-the table and swaps it in whole, so the tokenizer threads that read it never see half an entry.
+**Bounded.** At most `MAX_ENTRIES` (65,536) chunks, in a table grown by doubling while it is more than a
+quarter full, up to 2**18 slots (4.5 MB). Chunks are added until it is full and then it is kept as it is,
+as Hugging Face tokenizers' BPE word cache does (tokenizers/src/utils/cache.rs: 10,000 words, no insert
+past capacity): the words seen first in a file are its frequent ones. Inserting copies the table and swaps
+it in whole, so a thread reading it never sees half an entry. One table per encoding serves every
+validation in the process.
 
-Cuts are found on the UTF-8 bytes exactly as `encodings.chunks` finds them on the string (the character
-before the space is whitespace to `str.isspace`: ASCII by a table, the 19 other code points by their 2- or
-3-byte encodings), and a test checks that over every code point.
+**Where it runs.** `look_up` (numpy, on the parsing thread: on a worker each numpy call would wait for the
+GIL the parsing thread holds) finds what it can; `Pending.complete` (on a worker) counts the rest with one
+tiktoken call, which releases the GIL, and keeps the new counts. Cuts are found on the UTF-8 bytes exactly
+as `encodings.chunks` finds them on the string (the character before the space is whitespace to
+`str.isspace`: ASCII by a table, the 19 other code points by their 2- or 3-byte encodings); a test checks
+that over every code point.
 """
 
 from __future__ import annotations
