@@ -14,8 +14,9 @@ token list). Two things make it cheaper, both exact:
   other than whitespace (in both patterns below a space is a piece's first character or follows
   whitespace), so cutting every text before such a space gives chunks that each hold whole pieces, and a
   core built from the ranks of every substring of those chunks (up to the longest token) encodes these
-  texts exactly as the full one. It is used while the candidate substrings are few (a 10-line file);
-  otherwise, and as soon as it exists, the full core.
+  texts exactly as the full one. It is used while the candidate substrings are few (a 10-line file, or the
+  chunks a file's first batches miss in the chunk table), at most `MAX_SMALL_CORES` times per encoding and
+  process; otherwise, and as soon as it exists, the full core.
 """
 
 from __future__ import annotations
