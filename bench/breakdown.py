@@ -13,8 +13,9 @@ For each file:
   the chunk table (chunk_counts.py) empty at first and then filled, with the share of chunks it found; the
   same for natural text (Python's reference manual, which ships with Python: nothing in it repeats on purpose),
   so the table is not judged only on the generator's word list;
-- **tokenization**: the tokenizer threads' CPU in a real `validate` (`count_batch`, summed over threads),
-  beside the run's own wall time, process CPU and parsing-thread CPU, and how many batches went out.
+- **one validate**: a real `validate`'s wall time and process CPU, its parsing thread's CPU (parsing, the
+  chunk table's look-ups and the per-example sums) and its tokenizer threads' CPU (`count_texts`: tiktoken for
+  the chunks the table did not have, summed over threads), and how many tiktoken calls went out.
 Stages measured alone add up to a little more than the parsing thread's CPU in the real run (each pays its
 own loop). Machines here are shared: run it twice and compare, and read CPU, not wall.
 """
@@ -145,15 +146,15 @@ RUN = textwrap.dedent(
     encodings.encoding("o200k_base").full()
     spent = []
     lock = threading.Lock()
-    count_batch = T.count_batch
-    def timed(tokenizer, batch):
+    count_texts = T.count_texts
+    def timed(tokenizer, texts):
         t = time.thread_time()
         try:
-            return count_batch(tokenizer, batch)
+            return count_texts(tokenizer, texts)
         finally:
             with lock:
                 spent.append(time.thread_time() - t)
-    T.count_batch = timed
+    T.count_texts = timed
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     w, m = time.perf_counter(), time.thread_time()
     with open(sys.argv[1], "rb") as f:
@@ -162,7 +163,7 @@ RUN = textwrap.dedent(
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     print(json.dumps({"validate wall": wall, "validate CPU (process)": cpu, "parsing thread CPU": main,
-                      "tokenizer threads CPU": sum(spent), "batches": len(spent),
+                      "tokenizer threads CPU": sum(spent), "tiktoken calls": len(spent),
                       "tokens": report.tokens.total if report.tokens else 0}))
     """
 )
@@ -187,7 +188,7 @@ def breakdown(path: Path) -> dict[str, dict[str, float]]:
 def _shown(name: str, value: float) -> str:
     if name.endswith("found"):
         return f"{value:.1%}"
-    if name.endswith(("tokens", "entries")) or name in ("lines", "plain lines", "batches", "texts"):
+    if name.endswith(("tokens", "entries")) or name in ("lines", "plain lines", "tiktoken calls", "texts"):
         return f"{value:,.0f}"
     return f"{value:.2f}" if name == "MiB" else f"{value:.3f} s"
 

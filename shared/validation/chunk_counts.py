@@ -1,4 +1,4 @@
-"""Exact token counts of short chunks, kept in a bounded table and looked up a whole batch at a time.
+r"""Exact token counts of short chunks, kept in a bounded table and looked up a whole batch at a time.
 
 Most of a file's tokens are the same few thousand words again and again. tiktoken cuts every text with its
 regex and looks every piece up anew; this table remembers the count of each short *chunk* it has seen, so a
@@ -29,9 +29,11 @@ past capacity): the words seen first in a file are its frequent ones. Inserting 
 it in whole, so a thread reading it never sees half an entry. One table per encoding serves every
 validation in the process.
 
-**Where it runs.** `look_up` (numpy, on the parsing thread: on a worker each numpy call would wait for the
-GIL the parsing thread holds) finds what it can; `Pending.complete` (on a worker) counts the rest with one
-tiktoken call, which releases the GIL, and keeps the new counts. Cuts are found on the UTF-8 bytes exactly
+**Where it runs.** All of the numpy work runs on the parsing thread: on a worker thread each numpy call, which
+releases the GIL, would then wait for the parsing thread to hand it back (a CPU-bound thread keeps it for the
+switch interval, 5 ms). `look_up` finds what it can, a worker counts `Pending.missing()` with one tiktoken
+call (which releases the GIL for all of it), and `Pending.fill`, back on the parsing thread, adds those
+counts up and keeps them. Cuts are found on the UTF-8 bytes exactly
 as `encodings.chunks` finds them on the string (the character before the space is whitespace to
 `str.isspace`: ASCII by a table, the 19 other code points by their 2- or 3-byte encodings); a test checks
 that over every code point.
@@ -169,22 +171,27 @@ class Pending:
     waiting: list[_Waiting]
     owner: ChunkCounts
 
-    def complete(self, count_exact: Callable[[Sequence[str]], _I64]) -> _I64:
-        """Count the missing chunks (one `count_exact` call for the whole batch), keep the short ones' counts
-        in the table, and return every text's count."""
-        if self.waiting:
-            counted = count_exact([t for w in self.waiting for t in w.texts])
-            at = 0
-            for w in self.waiting:
-                mine = counted[at : at + len(w.texts)]
-                at += len(w.texts)
-                w.counts[w.todo] = mine[w.todo_text]
-                distinct = w.todo[: w.distinct]
-                w.counts[w.short] = w.counts[distinct][w.again]
-                self.owner._add(*w.new, w.counts[distinct].astype(np.int64))
-                self.counts[w.start : w.start + w.first.size] = w.per_text()
-            self.waiting = []
+    def missing(self) -> list[str]:
+        """The distinct chunks the table did not have, to be counted (each as alone) for `fill`."""
+        return [t for w in self.waiting for t in w.texts]
+
+    def fill(self, counted: _I64) -> _I64:
+        """Every text's count, given the counts of `missing()`; the short ones go into the table."""
+        at = 0
+        for w in self.waiting:
+            mine = counted[at : at + len(w.texts)]
+            at += len(w.texts)
+            w.counts[w.todo] = mine[w.todo_text]
+            distinct = w.todo[: w.distinct]
+            w.counts[w.short] = w.counts[distinct][w.again]
+            self.owner._add(*w.new, w.counts[distinct].astype(np.int64))
+            self.counts[w.start : w.start + w.first.size] = w.per_text()
+        self.waiting = []
         return self.counts
+
+    def complete(self, count_exact: Callable[[Sequence[str]], _I64]) -> _I64:
+        """`fill` with `count_exact(missing())`: every text's count."""
+        return self.fill(count_exact(self.missing())) if self.waiting else self.counts
 
 
 class ChunkCounts:

@@ -58,7 +58,9 @@ def supports_dpo(model: str) -> bool:
     """Whether `model` can be trained with DPO: a listed base model, a fine-tune `<base>.ft-...` of one, or an
     undated family name (`gpt-4.1-mini`) with a listed version."""
     name = model.strip().lower()
-    return any(name == base or name.startswith(base + ".ft-") or base.startswith(name + "-") for base in DPO_MODELS)
+    return any(
+        name == base or name.startswith(base + ".ft-") or base.startswith(name + "-") for base in DPO_MODELS
+    )
 
 
 def profile_for(model: str) -> ModelProfile:

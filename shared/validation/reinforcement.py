@@ -43,29 +43,23 @@ def check_example(obj: dict[str, Any], grader_fields: Iterable[Sequence[str]]) -
         return problems  # the chat checker reported it
     roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
     if roles[-1] != "user":
-        problems.append(
-            (
-                Code.RFT_FINAL_MESSAGE_NOT_USER,
-                f"the last message is {roles[-1]!r}: in RFT data the final message is the user's and the model "
-                "writes the answer (put the reference answer in a field the grader reads)",
-            )
-        )
+        problems.append((
+            Code.RFT_FINAL_MESSAGE_NOT_USER,
+            f"the last message is {roles[-1]!r}: in RFT data the final message is the user's and the model "
+            "writes the answer (put the reference answer in a field the grader reads)",
+        ))
     if "system" in roles:
-        problems.append(
-            (
-                Code.RFT_SYSTEM_MESSAGE,
-                f"message {roles.index('system')} is a system message, which reinforcement fine-tuning does not "
-                "support: give the instructions as a developer message",
-            )
-        )
+        problems.append((
+            Code.RFT_SYSTEM_MESSAGE,
+            f"message {roles.index('system')} is a system message, which reinforcement fine-tuning does not "
+            "support: give the instructions as a developer message",
+        ))
     for path in grader_fields:
         if not _has(obj, path):
             dotted = ".".join(path)
-            problems.append(
-                (
-                    Code.RFT_MISSING_GRADER_FIELD,
-                    f"the grader reads {{{{item.{dotted}}}}} but this example has no {dotted!r}: the grader would "
-                    "score it 0 without an error",
-                )
-            )
+            problems.append((
+                Code.RFT_MISSING_GRADER_FIELD,
+                f"the grader reads {{{{item.{dotted}}}}} but this example has no {dotted!r}: the grader would "
+                "score it 0 without an error",
+            ))
     return problems

@@ -229,10 +229,13 @@ class CountedBatch:
     cached: list[tuple[str, int]]
 
 
-def count_batch(tokenizer: Tokenizer, batch: TokenBatch, pending: Pending | None = None) -> CountedBatch:
-    """Per-example figures of a batch: a worker thread's whole job (tiktoken for what `pending`, the chunk
-    table's look-up done on the parsing thread, left missing; or for all of it)."""
-    counts = tokenizer.count_many(batch.texts) if pending is None else pending.complete(tokenizer.count_joined)
+def count_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> _I64:
+    """A worker thread's whole job: tiktoken over texts (the GIL released for all of it)."""
+    return tokenizer.count_joined(texts)
+
+
+def count_batch(batch: TokenBatch, counts: _I64) -> CountedBatch:
+    """Per-example figures of a batch from its texts' counts (numpy: on the parsing thread)."""
     cumulative = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(counts)))
     mids = np.asarray(batch.mids, dtype=np.int64)
     ends = np.asarray(batch.ends, dtype=np.int64)
@@ -245,6 +248,21 @@ def count_batch(tokenizer: Tokenizer, batch: TokenBatch, pending: Pending | None
         assistant_tokens=cumulative[ends] - cumulative[mids],
         cached=[(texts[i], int(counts[i])) for i in batch.to_cache],
     )
+
+
+@dataclass
+class _InFlight:
+    """A batch on its way: its chunk-table look-up (None: not used) and the worker counting what is left."""
+
+    batch: TokenBatch
+    pending: Pending | None
+    counting: Future[_I64] | None
+
+    def counts(self) -> _I64:
+        if self.pending is None:
+            assert self.counting is not None
+            return self.counting.result()
+        return self.pending.fill(self.counting.result()) if self.counting is not None else self.pending.counts
 
 
 @dataclass
@@ -281,11 +299,13 @@ class TokenFigures:
 
 
 class TokenPipeline:
-    """Batches examples; worker threads count each batch (joining, one tiktoken call with the GIL released,
-    per-example sums) while the calling thread goes on parsing.
+    """Batches examples; each batch's texts are looked up in the chunk table on the calling thread, and
+    worker threads count what is left (one tiktoken call with the GIL released) while the calling thread
+    goes on parsing.
 
     A bounded number of batches is in flight; results are folded in submission order (line order kept)
-    into `TokenFigures`. Long non-assistant texts seen before are counted once (`TokenCache`).
+    into `TokenFigures`, on the calling thread. Long non-assistant texts seen before are counted once
+    (`TokenCache`).
     """
 
     BATCH_CHARS = 512 * 1024
@@ -303,7 +323,7 @@ class TokenPipeline:
         workers = threads or min(usable_cpus(), 4)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokens")
         self._max_in_flight = workers + 1
-        self._in_flight: deque[Future[CountedBatch]] = deque()
+        self._in_flight: deque[_InFlight] = deque()
         self._batch = TokenBatch()
         self._cache = cache
         self.figures = TokenFigures(limit=limit, keep_over_limit=keep_over_limit)
@@ -344,13 +364,20 @@ class TokenPipeline:
         if not batch.lines:
             return
         self._batch = TokenBatch()
-        pending = self.tokenizer.look_up(batch.texts)  # numpy on this thread: on the workers it would wait for the GIL
-        self._in_flight.append(self._pool.submit(count_batch, self.tokenizer, batch, pending))
+        pending = self.tokenizer.look_up(batch.texts)  # numpy on this thread: on a worker it waits for the GIL
+        if pending is None:
+            counting = self._pool.submit(count_texts, self.tokenizer, batch.texts)
+        elif pending.waiting:
+            counting = self._pool.submit(count_texts, self.tokenizer, pending.missing())
+        else:
+            counting = None
+        self._in_flight.append(_InFlight(batch, pending, counting))
         while len(self._in_flight) > self._max_in_flight:
             self._fold()
 
     def _fold(self) -> None:
-        part = self._in_flight.popleft().result()
+        done = self._in_flight.popleft()
+        part = count_batch(done.batch, done.counts())
         self.figures.add(part)
         if self._cache is not None:
             for text, n in part.cached:
