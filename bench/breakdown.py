@@ -11,8 +11,9 @@ For each file:
   hashing and lookup, batching for the tokenizer (`TokenPipeline.add`: joins, the repeated-string cache);
 - **tokens alone**, on one thread over the file's content strings in 512 KB batches: tiktoken by itself, then
   the chunk table (chunk_counts.py) empty at first and then filled, with the share of chunks it found; the
-  same for natural text (Python's reference manual, which ships with Python: nothing in it repeats on purpose),
-  so the table is not judged only on the generator's word list;
+  same for natural text (Python's reference manual and the docstrings of its standard library, about 2 MiB of
+  English prose with code, which ships with Python), so the table is not judged only on the generator's word
+  list;
 - **one validate**: a real `validate`'s wall time and process CPU, its parsing thread's CPU (parsing, the
   chunk table's look-ups and the per-example sums) and its tokenizer threads' CPU (`count_texts`: tiktoken for
   the chunks the table did not have, summed over threads), and how many tiktoken calls went out.
@@ -102,9 +103,19 @@ TOKENIZE = textwrap.dedent(
     import json, sys, time
     import orjson
     from shared.validation.tokens import Tokenizer
-    if sys.argv[1] == "pydoc":  # natural text: Python's reference manual, one text per paragraph, nothing repeated
-        import pydoc_data.topics
-        texts = [p for topic in pydoc_data.topics.topics.values() for p in topic.split("\\n\\n") if p.strip()]
+    if sys.argv[1] == "natural":  # Python's reference manual and the standard library's docstrings, by paragraph
+        import ast, pathlib, pydoc_data.topics, sysconfig
+        docs = list(pydoc_data.topics.topics.values())
+        for path in sorted(pathlib.Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+            if "test" in path.parts or "site-packages" in path.parts:
+                continue
+            try:
+                tree = ast.parse(path.read_bytes())
+            except (SyntaxError, ValueError):
+                continue
+            kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            docs += [d for node in ast.walk(tree) if isinstance(node, kinds) and (d := ast.get_docstring(node))]
+        texts = [p for doc in docs for p in doc.split("\\n\\n") if p.strip()]
     else:
         texts = [m["content"] for line in open(sys.argv[1], "rb") for m in orjson.loads(line)["messages"]
                  if isinstance(m.get("content"), str)]
@@ -213,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         title = f"\n{path.name} ({path.stat().st_size / 2**20:.0f} MiB), load average {load:.2f} -> "
         _print(f"{title}{os.getloadavg()[0]:.2f}; CPU seconds", figures)
     load = os.getloadavg()[0]
-    natural = {"tokens alone (one thread, 512 KB batches, the core built first)": _run(TOKENIZE, "pydoc")}
-    title = "\nnatural text: Python's reference manual (pydoc_data.topics), one text per paragraph, load average"
+    natural = {"tokens alone (one thread, 512 KB batches, the core built first)": _run(TOKENIZE, "natural")}
+    title = "\nnatural text: Python's reference manual and standard-library docstrings, by paragraph, load average"
     _print(f"{title} {load:.2f} -> {os.getloadavg()[0]:.2f}; CPU seconds", natural)
     return 0
 
