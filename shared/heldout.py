@@ -1,7 +1,8 @@
 """The held-out test set: a `*.test.jsonl` companion, a blob named by metadata `test_blob`, or `test_split`.
 
-- A companion or named blob is validated like the training file (the same validator, the run's model); an
-  invalid one rejects the run before anything is uploaded.
+- A companion or named blob is validated like the training file (the same validator, rules and model: an RFT
+  run's test examples by RFT's rules, with the grader's fields); an invalid one rejects the run before anything
+  is uploaded.
 - `test_split` holds out a fraction of the dropped file by example hash (BLAKE2b of b"test:" + the line), a
   split independent of the validation split, which is then taken from what remains: a test example is never
   trained on nor used for validation. Identical lines hash alike, so a duplicate never straddles the sides.
@@ -72,12 +73,18 @@ def _items(lines: Iterable[bytes]) -> list[dict[str, Any]]:
 
 
 def hold_out_test_set(
-    services: Services, training: BlobClient, run_id: str, spec: RunSpec, test: BlobClient | None
+    services: Services,
+    training: BlobClient,
+    run_id: str,
+    spec: RunSpec,
+    test: BlobClient | None,
+    options: ValidationOptions,
 ) -> tuple[HeldOut | None, str | None]:
+    """`options`: the training file's (shared/ingest.py `validation_options`), so a test file is held to the
+    run's rules (RFT's for an RFT run)."""
     staging = services.settings.staging_container
     rest_ref: BlobRef | None = None
     if test is not None:
-        options = ValidationOptions(max_bytes=services.settings.max_file_bytes)
         report = validate(test.download_blob().chunks(), model=spec.model, options=options)
         if not report.valid:
             first = "; ".join(f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:3])

@@ -49,6 +49,7 @@ from shared.runs import (
     derive_run_id,
 )
 from shared.services import Services
+from shared.settings import Settings
 from shared.spec import (
     COMPLETION_MODELS,
     SpecError,
@@ -390,16 +391,22 @@ def _validate(
     digest = hashlib.sha256()
     training = _hashing(training_blob.download_blob().chunks(), digest)
     validation = validation_blob.download_blob().chunks() if validation_blob is not None else None
-    options = ValidationOptions(
+    options = validation_options(services.settings, spec)
+    report = validate(training, validation=validation, model=spec.model, options=options)
+    return report, digest.hexdigest()
+
+
+def validation_options(settings: Settings, spec: RunSpec) -> ValidationOptions:
+    """The rules a run's files are validated by: the training and validation files, and the test file too (an RFT
+    run's test examples are RFT examples, with the grader's fields, not chat examples with an assistant reply)."""
+    return ValidationOptions(
         allow_unknown_model=True,  # check_spec found it in the service's model list
-        max_bytes=services.settings.max_file_bytes,
-        price_per_million_tokens=services.settings.price_per_million_training_tokens,
+        max_bytes=settings.max_file_bytes,
+        price_per_million_tokens=settings.price_per_million_training_tokens,
         n_epochs=spec.hyperparameters.n_epochs,
         method=spec.method,
         grader_fields=tuple(rft.item_fields(spec.reinforcement.grader)) if spec.reinforcement else (),
     )
-    report = validate(training, validation=validation, model=spec.model, options=options)
-    return report, digest.hexdigest()
 
 
 def _summary(report: ValidationReport) -> ValidationSummary:
@@ -435,7 +442,8 @@ def _hold_out_test_set(
     if test_blob is not None:
         snapshot = str(services.blobs.get_blob_client(container, test_blob).create_snapshot()["snapshot"])
         test_client = services.blobs.get_blob_client(container, test_blob, snapshot=snapshot)
-    return hold_out_test_set(services, pinned, run_id, spec, test_client)
+    return hold_out_test_set(services, pinned, run_id, spec, test_client,
+                             validation_options(services.settings, spec))
 
 
 # --- staging ----------------------------------------------------------------------------------------------------

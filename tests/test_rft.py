@@ -169,3 +169,29 @@ def test_profiles_are_strict_about_the_reinforcement_block() -> None:
     flat = {"reasoning_effort": "low"}
     with pytest.raises(SpecError, match="it belongs at reinforcement.hyperparameters.reasoning_effort"):
         parse_profile("rft", json.dumps(flat).encode())
+
+
+def test_an_rft_runs_files_and_its_test_file_are_validated_by_the_rft_rules() -> None:
+    """The test file of an RFT run with `evaluation` is held to the run's rules (shared/ingest.py
+    `validation_options`, also given to shared/heldout.py): its examples are RFT examples with the grader's field,
+    not chat examples with an assistant reply (which the validator's defaults would ask of every line)."""
+    from shared.ingest import validation_options
+    from shared.validation import ValidationOptions, validate
+
+    spec = spec_of(rft_grader=json.dumps(CHECK), eval_graders=json.dumps([{"type": "string_check"}]),
+                   test_split="0.2")
+    options = validation_options(Settings(), spec)
+    assert (options.method, options.grader_fields, options.allow_unknown_model) == ("reinforcement",
+                                                                                    (("answer",),), True)
+    lines = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"}], "answer": str(2 * i)}
+             for i in range(12)]
+    test_file = ("\n".join(json.dumps(line) for line in lines) + "\n").encode()
+    assert validate(test_file, model=O4, options=options).valid
+    defaults = validate(test_file, model=O4, options=ValidationOptions(allow_unknown_model=True))
+    assert not defaults.valid and {e.code for e in defaults.errors} == {"no_assistant_message"}
+    del lines[3]["answer"]
+    report = validate(("\n".join(json.dumps(line) for line in lines) + "\n").encode(), model=O4, options=options)
+    assert [(e.line, e.code) for e in report.errors] == [(4, "rft_missing_grader_field")]
+    # a supervised run's options stay the supervised ones
+    supervised = validation_options(Settings(), build_spec(Settings(), metadata={}))
+    assert (supervised.method, supervised.grader_fields) == ("supervised", ())
