@@ -226,13 +226,16 @@ def grader_range(spec: EvaluationSpec, name: str) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
-def eval_item(example: dict[str, Any]) -> dict[str, Any] | None:
-    """A test example as an eval item {input, reference, reference_tool_calls}; None for a format it has none."""
+def eval_item(example: dict[str, Any], *, reference_field: tuple[str, ...] | None = None) -> dict[str, Any] | None:
+    """A test example as an eval item {input, reference, reference_tool_calls}; None for a format it has none.
+
+    `reference_field`: an RFT run's, the item field its training grader compares with (shared/rft.py
+    `reference_field`)."""
     if isinstance(example.get("messages"), list):
         messages = [m for m in example["messages"] if isinstance(m, dict)]
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if last is None:
-            return _rft_item(example, messages)
+            return _rft_item(example, messages, reference_field)
         reply = messages[last]
         content = reply.get("content")
         text = content if isinstance(content, str) else " ".join(
@@ -250,15 +253,24 @@ def eval_item(example: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _rft_item(example: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _rft_item(
+    example: dict[str, Any], messages: list[dict[str, Any]], field: tuple[str, ...] | None
+) -> dict[str, Any] | None:
     """An RFT example (no assistant reply, the user's message last): the prompt is every message, the reference
-    the first field beside `messages` (what its grader compares with), so `{{item.reference}}` means the same."""
+    the field its training grader compares with (`field`, a path), so `{{item.reference}}` means the same; with
+    no such field (a score_model grader), the first field beside `messages`."""
     if not messages or messages[-1].get("role") != "user":
         return None
-    extra = next(((k, v) for k, v in example.items() if k not in ("messages", "tools", "parallel_tool_calls")), None)
-    if extra is None:
+    value: Any = None
+    if field is not None:
+        value = example
+        for key in field:
+            value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        value = next((v for k, v in example.items() if k not in ("messages", "tools", "parallel_tool_calls")), None)
+    if value is None:
         return None
-    reference = extra[1] if isinstance(extra[1], str) else json.dumps(extra[1])
+    reference = value if isinstance(value, str) else json.dumps(value)
     prompt = [{"role": m.get("role"), "content": m.get("content") or ""} for m in messages]
     return {"input": prompt, "reference": reference, "reference_tool_calls": []}
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from azure.storage.blob import BlobClient, ContentSettings
 
+from shared import rft
 from shared.evalspec import eval_item
 from shared.runs import BlobRef, RunSpec
 from shared.services import Services
@@ -59,14 +60,15 @@ def _prompt_key(item: dict[str, Any]) -> bytes:
     return hashlib.blake2b(json.dumps(item["input"], sort_keys=True).encode(), digest_size=8).digest()
 
 
-def _items(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+def _items(lines: Iterable[bytes], spec: RunSpec) -> list[dict[str, Any]]:
+    field = rft.reference_field(spec.reinforcement.grader) if spec.reinforcement else None
     out = []
     for line in lines:
         try:
             example = json.loads(line)
         except ValueError:
             continue
-        item = eval_item(example) if isinstance(example, dict) else None
+        item = eval_item(example, reference_field=field) if isinstance(example, dict) else None
         if item is not None:
             out.append(item)
     return out
@@ -89,7 +91,7 @@ def hold_out_test_set(
         if not report.valid:
             first = "; ".join(f"line {e.line}: [{e.code}] {e.message}" for e in report.errors[:3])
             return None, f"the test file {test.blob_name} is invalid: {first}"
-        items = _items(_lines(test.download_blob().chunks()))
+        items = _items(_lines(test.download_blob().chunks()), spec)
         source = f"{test.container_name}/{test.blob_name}"
         training_lines: Iterable[bytes] = _lines(training.download_blob().chunks())
     else:
@@ -107,7 +109,7 @@ def hold_out_test_set(
             rest_ref = BlobRef(container=staging, name=f"{run_id}/train-rest.jsonl")
             _upload(services, rest_ref, rest)
             held.seek(0)
-            items = _items(_lines(iter(lambda: held.read(1 << 20), b"")))
+            items = _items(_lines(iter(lambda: held.read(1 << 20), b"")), spec)
         rest_blob = services.blobs.get_blob_client(rest_ref.container, rest_ref.name)
         training_lines = _lines(rest_blob.download_blob().chunks())
         source = f"test_split {spec.test_split} (by example hash, disjoint from the validation split)"
@@ -115,7 +117,7 @@ def hold_out_test_set(
         return None, "the test set has no example with an answer to compare with"
     if len(items) > MAX_TEST_ITEMS:
         return None, f"the test set has {len(items)} examples; an evaluation takes at most {MAX_TEST_ITEMS}"
-    keys = {_prompt_key(i) for i in _items(training_lines)}
+    keys = {_prompt_key(i) for i in _items(training_lines, spec)}
     overlapping = [n for n, item in enumerate(items, start=1) if _prompt_key(item) in keys]
     items_ref = BlobRef(container=staging, name=f"{run_id}/test-items.jsonl")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as out:

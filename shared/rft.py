@@ -194,6 +194,23 @@ def item_fields(grader: BaseModel) -> list[tuple[str, ...]]:
     return list(seen)
 
 
+def reference_field(grader: BaseModel) -> tuple[str, ...] | None:
+    """The item field the grader compares a sample with: the `{{item.<path>}}` in the `reference` of a
+    string_check or text_similarity grader (a multi grader's first inner one that has one). None when there is
+    no such field (a score_model grader: its prompt may read any number of fields)."""
+    if isinstance(grader, (StringCheckGrader, TextSimilarityGrader)):
+        for _, ref, _ in TEMPLATE.findall(grader.reference):
+            namespace, _, path = ref.partition(".")
+            if namespace == "item" and path:
+                return tuple(path.split("."))
+    elif isinstance(grader, MultiGrader):
+        for inner in grader.graders.values():
+            found = reference_field(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def spaced_templates(grader: BaseModel) -> list[str]:
     """Templates written with spaces inside the braces (`{{ item.answer }}`): the how-to's examples have them,
     Microsoft's fine-tuning skill says they fail ("no spaces inside braces"). A warning, not a rejection."""

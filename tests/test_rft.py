@@ -195,3 +195,25 @@ def test_an_rft_runs_files_and_its_test_file_are_validated_by_the_rft_rules() ->
     # a supervised run's options stay the supervised ones
     supervised = validation_options(Settings(), build_spec(Settings(), metadata={}))
     assert (supervised.method, supervised.grader_fields) == ("supervised", ())
+
+
+def test_an_rft_eval_item_takes_its_reference_from_the_field_the_training_grader_compares_with() -> None:
+    from shared.evalspec import eval_item
+
+    similar = {"type": "text_similarity", "name": "s", "input": "{{sample.output_text}}",
+               "reference": "{{item.gold.text}}", "evaluation_metric": "bleu"}
+    judge = {"type": "score_model", "name": "j", "model": "gpt-4o-2024-08-06",
+             "input": [{"role": "user", "content": "{{item.question}} {{item.answer}} {{sample.output_text}}"}]}
+    graders = {"check": CHECK, "similar": similar, "judge": judge,
+               "multi": {"type": "multi", "name": "m", "graders": {"j": judge, "s": similar},
+                         "calculate_output": "0.5 * j + 0.5 * s"}}
+    fields = {key: rft.reference_field(spec_of(rft_grader=json.dumps(g)).reinforcement.grader)
+              for key, g in graders.items()}
+    assert fields == {"check": ("answer",), "similar": ("gold", "text"), "judge": None, "multi": ("gold", "text")}
+
+    messages = [{"role": "user", "content": "2 + 3?"}]
+    example = {"messages": messages, "topic": "sums", "answer": "5", "gold": {"text": "five"}}
+    assert eval_item(example, reference_field=("answer",))["reference"] == "5"  # not the first field, "sums"
+    assert eval_item(example, reference_field=("gold", "text"))["reference"] == "five"
+    assert eval_item(example)["reference"] == "sums"  # no grader field known (a score_model grader): the first
+    assert eval_item(example, reference_field=("missing",))["reference"] == "sums"

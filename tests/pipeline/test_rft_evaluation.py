@@ -30,7 +30,8 @@ def asked_again(indices: range, question: str) -> bytes:
     for i in indices:
         messages = [{"role": "developer", "content": "Answer with the number only."},
                     {"role": "user", "content": question.format(word=WORDS[i], a=i, b=i + 1)}]
-        lines.append(json.dumps({"messages": messages, "answer": str(2 * i + 1)}))
+        # a field before the one the grader reads: the eval item's reference is the grader's field, not the first
+        lines.append(json.dumps({"messages": messages, "puzzle": WORDS[i], "answer": str(2 * i + 1)}))
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -56,7 +57,8 @@ def test_rft_run_with_evaluation_is_trained_evaluated_and_promoted(
     assert record.spec.evaluation is not None
     report = json.loads(services.store.get_artifact(record.id, "validation.json") or b"{}")
     assert report["test_set"]["examples"] == 12 and report["test_set"]["overlap_with_training"] == 0
-    # the eval items are the RFT examples: every message as the prompt, the grader's field as the reference
+    # the eval items are the RFT examples: every message as the prompt, the training grader's field
+    # ({{item.answer}}) as the reference
     items_ref = record.files.test.blob
     assert items_ref is not None
     items = [json.loads(line)["item"] for line in services.blobs.get_blob_client(
