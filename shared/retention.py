@@ -29,6 +29,11 @@ Two parts:
    *Idle* is measured as the time since the deployment last changed, not by traffic: Azure exposes traffic only
    as an Azure Monitor metric (`AzureOpenAIRequests` by `ModelDeploymentName`), which this app does not read.
 
+Records written before the retention tags existed carry neither `retain` nor `prune_from`, and no tag query finds
+a blob by a tag it lacks: each pass also takes one bounded page of the run store's sweep for such records
+(`RunStore.backfill_tags`, `RETENTION_BACKFILL_BATCH` blobs listed), re-tags them under their ETag and looks at
+the ones the two queries would have found, in the same pass. Once the sweep is done it costs one blob read.
+
 Every deletion is an effect under a lease in the run record (shared/effects.py, `retention:<target>:<id>`), so two
 passes at once, or one run twice, delete each object once; its result is written in the write that frees the
 lease: a `RetentionEntry` on `record.retention` and a history entry. A deleted deployment sets
@@ -48,7 +53,7 @@ from shared import artifacts
 from shared.aoai import AzureOpenAIError, Deployment, NotFoundError
 from shared.effects import Effect, EffectOutcome
 from shared.runs import HistoryEntry, RetentionEntry, RunRecord, RunState, SurplusObject, utcnow
-from shared.runstore import run_folder
+from shared.runstore import Backfill, run_folder
 from shared.services import Services
 from shared.settings import Settings
 
@@ -260,6 +265,8 @@ class Row:
 class PassReport:
     runs: int = 0
     rows: list[Row] = field(default_factory=list)
+    backfill: Backfill | None = None
+    """This pass's page of the sweep for records without the retention tags (None when given run ids)."""
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -270,6 +277,7 @@ class PassReport:
 
 def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterable[str] | None = None) -> PassReport:
     """Apply (or with `dry_run` only show) the retention policy to every ended run that still holds something."""
+    backfill: Backfill | None = None
     if run_ids is not None:
         ids = list(run_ids)
     else:
@@ -278,11 +286,15 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
         if days:
             seen = set(ids)
             ids += [i for i in services.store.prunable_run_ids(utcnow() - timedelta(days=days)) if i not in seen]
+        backfill = services.store.backfill_tags(services.settings.retention_backfill_batch, dry_run=dry_run)
     resource = look(services)
     workers = max(1, min(services.settings.tick_concurrency, len(ids)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         loaded = list(pool.map(services.store.load, ids))
     records = [found[0] for found in loaded if found is not None]
+    if backfill is not None:
+        known = {r.id for r in records}
+        records += [r for r in backfill.found if r.id not in known and _queried(r, services.settings)]
     latest: dict[tuple[str | None, str], RunRecord] = {}
     for r in records:
         key = lineage_key(r)
@@ -290,7 +302,7 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
         held = latest.get(key)
         if at is not None and serving_now(r, resource) and (held is None or at > (deployed_at(held) or at)):
             latest[key] = r
-    report = PassReport(runs=len(records))
+    report = PassReport(runs=len(records), backfill=backfill)
     work = [(a, r) for r in records for a in plan(r, policy_for(r, services.settings), resource, latest)]
     if dry_run:
         report.rows = [Row(a, {"delete": "would delete", "report": "would report", "gone": "would record"}[a.act])
@@ -301,6 +313,14 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
     if report.rows:
         log.info("retention: %d runs, %s", report.runs, report.counts())
     return report
+
+
+def _queried(record: RunRecord, settings: Settings) -> bool:
+    """Whether the pass's two tag queries find this record once it carries its tags (`retain`, `prune_from`)."""
+    if record.retains:
+        return True
+    ended, days = record.ended_at, settings.retention_artifacts_days
+    return bool(days) and ended is not None and not record.pruned and ended < utcnow() - timedelta(days=days)
 
 
 def _apply(services: Services, action: Action) -> Row:

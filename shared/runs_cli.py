@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.names import InvalidName
 from shared.runs import RunRecord, RunState
-from shared.runstore import RunNotFound
+from shared.runstore import Backfill, RunNotFound
 from shared.sas import redact_url
 from shared.services import Services
 from shared.settings import settings_from_env
@@ -292,8 +292,11 @@ def _cleanup_policy(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    backfill = _backfill_line(report.backfill)
     if not rows:
         print(f"retention: nothing to do ({report.runs} ended runs looked at)")
+        if backfill:
+            print(backfill)
         return 0
     header = {"run": "RUN", "object": "OBJECT", "reason": "REASON", "action": "ACTION"}
     widths = {k: max(len(str(r[k])) for r in [header, *rows]) for k in ("run", "object", "action")}
@@ -301,7 +304,24 @@ def _cleanup_policy(args: argparse.Namespace) -> int:
         print("  ".join(str(r[k]).ljust(widths[k]) for k in ("run", "object", "action")) + "  " + str(r["reason"]))
     verb = "would change" if args.dry_run else "changed"
     print(f"{len(rows)} row(s) over {report.runs} ended run(s); {verb}: {report.counts()}")
+    if backfill:
+        print(backfill)
     return 0
+
+
+def _backfill_line(page: Backfill | None) -> str:
+    """The pass's page of the sweep for records written before the retention tags (nothing once it is done)."""
+    if page is None or (page.done and not page.listed):
+        return ""
+    if page.dry_run:
+        done = f"would re-tag {len(page.found)}"
+    else:
+        done = f"re-tagged {page.retagged}" + (f", {page.raced} written meanwhile" if page.raced else "")
+    rest = ("that was its last page" if page.done else "it goes on from there next pass") if not page.dry_run \
+        else ("the last page" if page.done else "more pages follow")
+    unreadable = f", {len(page.unreadable)} unreadable" if page.unreadable else ""
+    return (f"index backfill: {page.listed} blobs listed, {len(page.found)} records without the retention tags "
+            f"({done}{unreadable}); {rest}")
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ table (`RunRecord.needs_sweep`).
 
 Nothing is written onto an ended run unless the caller says so (`on_ended=True`: recording the removal of a
 surplus object, cleanup): a late writer can never move or change a run that has already ended.
+
+A record written by an earlier version lacks the tags added since (`retain`, `prune_from`: no tag query can find a
+blob by a tag it does not have), so `backfill_tags` walks the records a bounded page at a time and rewrites each
+one found without them, unchanged, with its tags, under its ETag (see there).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
+from pydantic import ValidationError
 
 from shared import artifacts
 from shared.names import check_artifact_name, check_blob_name, check_run_id
@@ -67,6 +72,33 @@ def _tags(record: RunRecord) -> dict[str, str]:
         "prune_from": (created_tag(ended) if (ended := record.ended_at) is not None and not record.pruned
                        else "never"),  # when its blobs may be pruned from (RETENTION_ARTIFACTS_DAYS)
     }
+
+
+TAG_KEYS = ("active", "created", "job", "job_status", "prune_from", "retain", "state", "warned")
+"""The index tags every record of this version carries (`_tags`); one without any of them was written before it."""
+BACKFILL = "index/backfill.json"
+"""Where the sweep of records written before this version's tags stands (its listing marker), in the runs container."""
+BACKFILL_PAGE_MAX = 5000
+"""List Blobs returns at most 5,000 blobs per call."""
+
+
+@dataclass
+class Backfill:
+    """One page of the sweep for records whose index tags predate this version (`RunStore.backfill_tags`)."""
+
+    listed: int = 0
+    """Blobs listed in this page (every blob under runs/, the records among them)."""
+    found: list[RunRecord] = field(default_factory=list)
+    """Records of the page that lacked a tag, as stored now (re-tagged, or written meanwhile by someone else)."""
+    retagged: int = 0
+    """Rewritten here with their tags (If-Match their ETag)."""
+    raced: int = 0
+    """Written by someone else between our read and our write (refused with 412): that writer's tags stand."""
+    unreadable: list[str] = field(default_factory=list)
+    """Records that no longer parse: left as they are (logged), the sweep goes past them."""
+    done: bool = False
+    """The sweep has passed the last record: a pass from now on costs one read of its cursor."""
+    dry_run: bool = False
 
 
 def created_tag(at: datetime) -> str:
@@ -309,6 +341,88 @@ class RunStore:
             for blob in self.container.find_blobs_by_tags(query)
             if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
         ]
+
+    def backfill_tags(self, limit: int = BACKFILL_PAGE_MAX, *, dry_run: bool = False) -> Backfill:
+        """One page of the sweep that gives records written before this version the index tags they lack.
+
+        Lists at most `limit` blobs under runs/ (List Blobs with their tags, from where the last page stopped: the
+        cursor `index/backfill.json`), and rewrites each record among them that lacks one of `TAG_KEYS` with its
+        content unchanged and its tags, `If-Match` the ETag the listing showed: a writer since then wins (a
+        changed ETag, or 412; its own write carried the tags), so a concurrent state change is never lost and two
+        sweeps at once write each record once. The cursor moves on in a conditional write only from where this page started (two sweeps at
+        once move it once). Once past the last record it says `done` and the sweep costs one read of it; a change
+        of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are those of the pages that moved it
+        (a sweep that lost the race logs its own). `dry_run` reads the same page and writes nothing.
+        """
+        keys = list(TAG_KEYS)
+        cursor = self._backfill_cursor()
+        if cursor is not None and cursor.get("tags") == keys and cursor.get("done"):
+            return Backfill(done=True, dry_run=dry_run)
+        start = cursor.get("marker") if cursor is not None and cursor.get("tags") == keys else None
+        pages: Any = self.container.list_blobs(  # azure.core's page iterator: its continuation_token is untyped
+            name_starts_with="runs/", include=["tags"], results_per_page=max(1, min(limit, BACKFILL_PAGE_MAX))
+        ).by_page(continuation_token=start)
+        listed = list(next(pages, []))
+        marker: str | None = pages.continuation_token or None  # None: this page held the last blob
+        page = Backfill(listed=len(listed), done=marker is None, dry_run=dry_run)
+        stale = [
+            (str(b.name)[len("runs/") : -len(RECORD_NAME) - 1], str(b.etag))  # a listing's ETag has no quotes
+            for b in listed
+            if str(b.name).endswith("/" + RECORD_NAME) and not set(keys) <= set(b.tags or {})
+        ]
+        for run_id, listed_etag in stale:
+            try:
+                found = self.load(run_id)
+            except ValidationError as exc:
+                log.warning("run %s: record does not parse, not re-tagged: %s", run_id, str(exc)[:300])
+                page.unreadable.append(run_id)
+                continue
+            if found is None:  # deleted since the listing
+                continue
+            record, etag = found
+            if not dry_run:
+                if etag.strip('"') != listed_etag.strip('"'):  # written since the listing (so with its tags)
+                    page.raced += 1
+                else:
+                    try:
+                        self.save(record, etag)
+                        page.retagged += 1
+                    except ConcurrentUpdate:
+                        page.raced += 1
+                        again = self.load(run_id)
+                        if again is None:
+                            continue
+                        record = again[0]
+            page.found.append(record)
+        if not dry_run:
+            self._move_backfill_cursor(keys, start, marker, page)
+        if page.retagged or page.raced or page.unreadable:
+            log.info("index backfill: %d blobs listed, %d records re-tagged, %d written meanwhile, %d unreadable%s",
+                     page.listed, page.retagged, page.raced, len(page.unreadable), " (done)" if page.done else "")
+        return page
+
+    def _backfill_cursor(self) -> dict[str, Any] | None:
+        raw = self.get_artifact_at(BACKFILL)
+        return None if raw is None else dict(json.loads(raw))
+
+    def _move_backfill_cursor(self, keys: list[str], start: str | None, marker: str | None, page: Backfill) -> None:
+        def move(current: Any) -> Any:
+            at = current.get("marker") if isinstance(current, dict) and current.get("tags") == keys else None
+            if isinstance(current, dict) and current.get("tags") == keys and (current.get("done") or at != start):
+                return None  # another sweep moved it from here already
+            was = current if isinstance(current, dict) and current.get("tags") == keys else {}
+            return {
+                "tags": keys,
+                "marker": marker,
+                "done": marker is None,
+                "listed": int(was.get("listed", 0)) + page.listed,
+                "retagged": int(was.get("retagged", 0)) + page.retagged,
+                "unreadable": [*was.get("unreadable", []), *page.unreadable][-100:],
+                "started_at": was.get("started_at") or datetime.now(UTC).isoformat(),
+                "updated_at": datetime.now(UTC).isoformat(),
+            }
+
+        self.update_document(BACKFILL, move)
 
     def active_run_ids(self) -> list[str]:
         return [run.run_id for run in self.active_runs()]

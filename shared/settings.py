@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     retention_artifacts_days: float = Field(
         default=0.0, ge=0, description="Delete a run's blobs this many days after it ended (0: keep them).",
     )
+    retention_backfill_batch: int = Field(
+        default=5000, ge=1, le=5000, description="Blobs under runs/ each retention pass lists (one List Blobs call) "
+        "to find records written before the retention tags existed and re-tag them (shared/runstore.py "
+        "backfill_tags); once the sweep has passed every record it costs one blob read per pass.",
+    )
     tick_concurrency: int = Field(default=32, ge=1, le=128, description="Runs advanced in parallel in one tick.")
     deploy_wait_seconds: float = Field(
         default=420.0,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, SurplusObject, derive_run_id, utcnow
-from shared.runstore import ConcurrentUpdate, RunStore, created_tag
+from shared.connections import StorageConnection
+from shared.runstore import BACKFILL, TAG_KEYS, Backfill, ConcurrentUpdate, RunStore, _tags, created_tag
 
 
 @pytest.fixture
@@ -170,3 +173,161 @@ def test_json_artifact_updates_lose_nothing_between_writers(store: RunStore) -> 
     import json
 
     assert sorted(json.loads(store.get_artifact(record.id, "events.json") or b"[]")) == list(range(6))
+
+
+# --- records written before the retention tags: the backfill -------------------------------------------------
+BEFORE_RETENTION = ("active", "state", "job", "job_status", "warned", "created")
+"""The tags the version before retention wrote (shared/runstore.py before 5a83a11)."""
+
+
+def _as_written_before_retention(store: RunStore, record: RunRecord, tags: tuple[str, ...] = BEFORE_RETENTION) -> str:
+    """The record as the previous version wrote it: no retention fields in its JSON, none of the later tags."""
+    data = record.model_dump_json(indent=2, exclude={"retention": True, "deployment": {"deleted_at", "deleted_reason"}})
+    assert '"retention"' not in data and '"deleted_at"' not in data
+    result = store.container.get_blob_client(f"runs/{record.id}/run.json").upload_blob(
+        data, overwrite=True, tags={k: v for k, v in _tags(record).items() if k in tags},
+        content_settings=ContentSettings(content_type="application/json"))
+    return str(result["etag"])
+
+
+def _ended_deployed(run_id: str) -> RunRecord:
+    record = _record(run_id)
+    record.deployment.name, record.deployment.model = f"ft-{run_id}"[:60], "gpt-4o-mini-2024-07-18.ft-x"
+    for state in (RunState.VALIDATING, RunState.IMPORTING, RunState.TRAINING, RunState.SUCCEEDED,
+                  RunState.MEASURING, RunState.DEPLOYING, RunState.DEPLOYED):
+        record.transition(state)
+    return record
+
+
+def _counted_store(azurite_connection: StorageConnection, name: str) -> tuple[RunStore, list[tuple[str, str, int]]]:
+    """A store whose every request to Azurite is logged as (method, url, status)."""
+    calls: list[tuple[str, str, int]] = []
+    service = BlobServiceClient(
+        account_url=azurite_connection.blob_endpoint, credential=azurite_connection.credential(),
+        raw_response_hook=lambda r: calls.append(
+            (r.http_request.method, r.http_request.url, r.http_response.status_code)),
+    )
+    return RunStore(service.get_container_client(name)), calls
+
+
+def test_tag_keys_are_the_tags_every_record_is_written_with() -> None:
+    assert tuple(sorted(_tags(_record()))) == TAG_KEYS
+    assert tuple(sorted(_tags(_ended_deployed("run-000000000001")))) == TAG_KEYS
+
+
+def test_backfill_retags_records_written_before_retention_in_bounded_pages(
+    store: RunStore, azurite_connection: StorageConnection
+) -> None:
+    old = [_ended_deployed(f"old-{i:012d}") for i in range(4)]  # ended, deployed: the retention pass's business
+    live = _record("live-000000000000")
+    older = _ended_deployed("pre-000000000000")  # from before the `created` tag too
+    for record in old + [live]:
+        _as_written_before_retention(store, record)
+        store.put_json(record.id, "metrics.json", {"x": 1})  # a run folder holds more than its record
+    _as_written_before_retention(store, older, tags=("active", "state", "job", "job_status", "warned"))
+    new = _ended_deployed("new-000000000000")
+    store.create(new)
+    before = {r.id: store.container.get_blob_client(f"runs/{r.id}/run.json").get_blob_properties().etag
+              for r in [*old, live, older, new]}
+    assert store.retained_run_ids() == [new.id]  # the problem: old records are invisible to the tag query
+
+    counted, calls = _counted_store(azurite_connection, store.container.container_name)
+    pages = []
+    while not (pages and pages[-1].done):
+        del calls[:]
+        page = counted.backfill_tags(limit=3)
+        pages.append(page)
+        lists = [c for c in calls if c[0] == "GET" and "comp=list" in c[1]]
+        writes = [c for c in calls if c[0] == "PUT" and "/runs/" in c[1]]
+        assert len(lists) == 1 and page.listed <= 3  # one List Blobs call of at most `limit` blobs per pass
+        assert len(writes) == page.retagged <= 3 and page.raced == 0
+        assert len(pages) < 10
+    # 12 blobs under runs/ (6 old records, their 5 metrics.json, 1 new record): 4 pages of 3
+    assert [p.listed for p in pages] == [3, 3, 3, 3]
+    assert sum(p.retagged for p in pages) == 6 and all(p.done == (p is pages[-1]) for p in pages)
+    assert sorted(r.id for p in pages for r in p.found) == sorted(r.id for r in [*old, live, older])
+    for record in [*old, live, older, new]:
+        blob = store.container.get_blob_client(f"runs/{record.id}/run.json")
+        stored = store.get(record.id)
+        assert blob.get_blob_tags() == _tags(stored)  # every tag, as this version writes them
+        assert stored.model_dump(exclude={"retention"}) == record.model_dump(exclude={"retention"})  # content as was
+        assert stored.updated_at == record.updated_at  # its ages (retention's days) are not reset
+        assert (blob.get_blob_properties().etag == before[record.id]) == (record is new)  # a tagged one is not written
+    assert sorted(store.retained_run_ids()) == sorted(r.id for r in [*old, older, new])
+    # Done: a further pass costs one read of the cursor, and nothing else.
+    del calls[:]
+    assert counted.backfill_tags(limit=3) == Backfill(done=True)
+    assert [(c[0], c[1].split("?")[0].rsplit("/", 2)[-2:]) for c in calls] == [("GET", ["index", "backfill.json"])]
+    cursor = json.loads(store.get_artifact_at(BACKFILL) or b"")
+    assert cursor["done"] and cursor["marker"] is None and cursor["retagged"] == 6 and cursor["listed"] == 12
+
+
+def test_two_backfills_at_once_write_each_record_once(store: RunStore) -> None:
+    records = [_ended_deployed(f"old-{i:012d}") for i in range(2)]
+    for record in records:
+        _as_written_before_retention(store, record)
+    both_read = threading.Barrier(2)
+    loads = 0
+    lock = threading.Lock()
+    load = store.load
+
+    def load_then_wait(run_id: str) -> tuple[RunRecord, str] | None:
+        nonlocal loads
+        found = load(run_id)
+        with lock:
+            loads += 1
+            first = loads <= 2
+        if first:
+            both_read.wait(timeout=30)  # both sweeps hold the first record's ETag before either writes
+        return found
+
+    store.load = load_then_wait  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pages = list(pool.map(lambda _: store.backfill_tags(limit=10), range(2)))
+    store.load = load  # type: ignore[method-assign]
+    assert sum(p.retagged for p in pages) == 2 and sum(p.raced for p in pages) == 2  # each record written once
+    for record in records:
+        stored = store.get(record.id)
+        assert store.container.get_blob_client(f"runs/{record.id}/run.json").get_blob_tags() == _tags(stored)
+        assert stored.model_dump(exclude={"retention"}) == record.model_dump(exclude={"retention"})
+        assert all(record.id in {r.id for r in p.found} for p in pages)  # both passes look at both records
+    cursor = json.loads(store.get_artifact_at(BACKFILL) or b"")
+    assert cursor["done"] and cursor["listed"] == 2  # moved once, by one of them (its counts are that page's)
+
+
+def test_a_state_change_between_the_backfills_read_and_write_is_never_lost(store: RunStore) -> None:
+    record = _ended_deployed("old-000000000000")
+    _as_written_before_retention(store, record)
+    other = RunStore(store.container)  # another instance, recording the deployment's deletion meanwhile
+    load = store.load
+
+    def load_then_someone_writes(run_id: str) -> tuple[RunRecord, str] | None:
+        found = load(run_id)
+        other.update(run_id, lambda r: setattr(r.deployment, "deleted_at", utcnow()) or r.warn("gone", "deleted"),
+                     on_ended=True)
+        return found
+
+    store.load = load_then_someone_writes  # type: ignore[method-assign]
+    page = store.backfill_tags()
+    store.load = load  # type: ignore[method-assign]
+    assert (page.retagged, page.raced) == (0, 1)  # our write (If-Match the ETag we read) was refused
+    stored = store.get(record.id)
+    assert stored.deployment.deleted_at is not None and [w.code for w in stored.warnings] == ["gone"]
+    assert page.found == [stored]  # the pass looks at the record as it is now
+    tags = store.container.get_blob_client(f"runs/{record.id}/run.json").get_blob_tags()
+    assert tags == _tags(stored) and tags["retain"] == "0"  # the writer's tags: it holds nothing now
+
+
+def test_backfill_dry_run_writes_nothing_and_an_unreadable_record_is_passed_over(store: RunStore) -> None:
+    record = _ended_deployed("old-000000000000")
+    etag = _as_written_before_retention(store, record)
+    store.container.upload_blob("runs/bad-000000000000/run.json", b'{"id": 5}', tags={"active": "0"})
+    dry = store.backfill_tags(dry_run=True)
+    assert dry.dry_run and [r.id for r in dry.found] == [record.id] and dry.retagged == 0
+    assert dry.unreadable == ["bad-000000000000"]
+    blob = store.container.get_blob_client(f"runs/{record.id}/run.json")
+    assert blob.get_blob_properties().etag == etag and "retain" not in blob.get_blob_tags()
+    assert store.get_artifact_at(BACKFILL) is None  # the cursor did not move
+    page = store.backfill_tags()
+    assert page.retagged == 1 and page.unreadable == ["bad-000000000000"] and page.done
+    assert json.loads(store.get_artifact_at(BACKFILL) or b"")["unreadable"] == ["bad-000000000000"]
