@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient
 
-from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, SurplusObject, derive_run_id, utcnow
 from shared.connections import StorageConnection
+from shared.runs import InvalidTransition, RunRecord, RunSource, RunState, SurplusObject, derive_run_id, utcnow
 from shared.runstore import BACKFILL, TAG_KEYS, Backfill, ConcurrentUpdate, RunStore, _tags, created_tag
+from tests.harness.old_records import write_as_before_retention
 
 
 @pytest.fixture
@@ -176,20 +177,6 @@ def test_json_artifact_updates_lose_nothing_between_writers(store: RunStore) -> 
 
 
 # --- records written before the retention tags: the backfill -------------------------------------------------
-BEFORE_RETENTION = ("active", "state", "job", "job_status", "warned", "created")
-"""The tags the version before retention wrote (shared/runstore.py before 5a83a11)."""
-
-
-def _as_written_before_retention(store: RunStore, record: RunRecord, tags: tuple[str, ...] = BEFORE_RETENTION) -> str:
-    """The record as the previous version wrote it: no retention fields in its JSON, none of the later tags."""
-    data = record.model_dump_json(indent=2, exclude={"retention": True, "deployment": {"deleted_at", "deleted_reason"}})
-    assert '"retention"' not in data and '"deleted_at"' not in data
-    result = store.container.get_blob_client(f"runs/{record.id}/run.json").upload_blob(
-        data, overwrite=True, tags={k: v for k, v in _tags(record).items() if k in tags},
-        content_settings=ContentSettings(content_type="application/json"))
-    return str(result["etag"])
-
-
 def _ended_deployed(run_id: str) -> RunRecord:
     record = _record(run_id)
     record.deployment.name, record.deployment.model = f"ft-{run_id}"[:60], "gpt-4o-mini-2024-07-18.ft-x"
@@ -222,9 +209,9 @@ def test_backfill_retags_records_written_before_retention_in_bounded_pages(
     live = _record("live-000000000000")
     older = _ended_deployed("pre-000000000000")  # from before the `created` tag too
     for record in old + [live]:
-        _as_written_before_retention(store, record)
+        write_as_before_retention(store, record)
         store.put_json(record.id, "metrics.json", {"x": 1})  # a run folder holds more than its record
-    _as_written_before_retention(store, older, tags=("active", "state", "job", "job_status", "warned"))
+    write_as_before_retention(store, older, tags=("active", "state", "job", "job_status", "warned"))
     new = _ended_deployed("new-000000000000")
     store.create(new)
     before = {r.id: store.container.get_blob_client(f"runs/{r.id}/run.json").get_blob_properties().etag
@@ -265,7 +252,7 @@ def test_backfill_retags_records_written_before_retention_in_bounded_pages(
 def test_two_backfills_at_once_write_each_record_once(store: RunStore) -> None:
     records = [_ended_deployed(f"old-{i:012d}") for i in range(2)]
     for record in records:
-        _as_written_before_retention(store, record)
+        write_as_before_retention(store, record)
     both_read = threading.Barrier(2)
     loads = 0
     lock = threading.Lock()
@@ -297,7 +284,7 @@ def test_two_backfills_at_once_write_each_record_once(store: RunStore) -> None:
 
 def test_a_state_change_between_the_backfills_read_and_write_is_never_lost(store: RunStore) -> None:
     record = _ended_deployed("old-000000000000")
-    _as_written_before_retention(store, record)
+    write_as_before_retention(store, record)
     other = RunStore(store.container)  # another instance, recording the deployment's deletion meanwhile
     load = store.load
 
@@ -320,7 +307,7 @@ def test_a_state_change_between_the_backfills_read_and_write_is_never_lost(store
 
 def test_backfill_dry_run_writes_nothing_and_an_unreadable_record_is_passed_over(store: RunStore) -> None:
     record = _ended_deployed("old-000000000000")
-    etag = _as_written_before_retention(store, record)
+    etag = write_as_before_retention(store, record)
     store.container.upload_blob("runs/bad-000000000000/run.json", b'{"id": 5}', tags={"active": "0"})
     dry = store.backfill_tags(dry_run=True)
     assert dry.dry_run and [r.id for r in dry.found] == [record.id] and dry.retagged == 0

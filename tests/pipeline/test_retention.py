@@ -1,6 +1,7 @@
 """The retention policy (shared/retention.py) on Azurite + an emulator of this module's own (its clock is moved by
 hours and days here): result files, artifacts, candidate deployments, serving deployments idle / superseded /
-replaced / gone, max_hosting_hours; dry-run; two passes at once delete each object once (the emulator's log)."""
+replaced / gone, max_hosting_hours; dry-run; two passes at once delete each object once (the emulator's log); a run
+recorded before retention existed, found by the pass's backfill."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared.services import Services
 from shared.settings import settings_from_env
 from shared.summary import run_summary
 from tests.harness.emulator import EmulatorProcess, start_emulator
+from tests.harness.old_records import write_as_before_retention
 from tests.harness.waiting import wait_for
 from tests.pipeline.conftest import Driver, age_run, chat_lines
 
@@ -238,3 +240,41 @@ def test_max_hosting_hours_that_cannot_be_kept_rejects_before_any_upload(
     assert zero is not None and zero.error is not None and zero.error.code == "hosting_limit"
     assert _log_count(emulator, since, "POST", "/openai/files/import", "") == 0
     assert _log_count(emulator, since, "POST", "/openai/files", "") == 0
+
+
+def test_a_run_recorded_before_retention_existed_is_found_after_the_upgrade(
+    services: Services, emulator: EmulatorProcess, app_env: dict[str, str], tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An upgrade covers existing state: a record the previous version wrote (no `retain` tag) is found by the
+    pass's backfill, shown by a dry run that changes nothing, and its deployment past max_hosting_hours is deleted
+    once by two passes at once; the backfill then costs nothing but its cursor."""
+    record = _deployed(services, "pre-upgrade", spec={"max_hosting_hours": 2})
+    etag = write_as_before_retention(services.store, services.store.get(record.id))
+    blob = services.store.container.get_blob_client(f"runs/{record.id}/run.json")
+    assert "retain" not in blob.get_blob_tags() and services.store.retained_run_ids() == []  # invisible to the query
+    emulator.advance_clock(2 * 3600 + 60)
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": app_env}))
+    since = len(emulator.log_text())
+
+    assert main(["cleanup", "--policy", "--dry-run", "--settings", str(settings)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(record.id))
+    assert "deployment pre-upgrade" in row and "would delete" in row and "max_hosting_hours 2" in row
+    assert "index backfill: 1 blobs listed, 1 records without the retention tags (would re-tag 1)" in out
+    assert _log_count(emulator, since, "DELETE", ARM + "pre-upgrade", "") == 0  # a dry run sends nothing
+    assert blob.get_blob_properties().etag == etag and "retain" not in blob.get_blob_tags()  # nor writes
+
+    reports = _twice_at_once(services)
+    assert sorted(r.outcome for rep in reports for r in rep.rows).count("deleted") == 1
+    assert _log_count(emulator, since, "DELETE", ARM + "pre-upgrade") == 1
+    assert all(rep.backfill is not None and rep.backfill.listed == 1 for rep in reports)
+    assert sum(rep.backfill.retagged for rep in reports if rep.backfill) == 1  # one of the two wrote it
+    after = services.store.get(record.id)
+    assert after.state == RunState.DEPLOYED and after.deployment.provisioning_state == "Deleted"
+    assert blob.get_blob_tags()["retain"] == "0"  # tagged now: it holds nothing more
+    again = retention_pass(services)
+    assert again.rows == [] and again.runs == 0 and again.backfill is not None and again.backfill.done
+    assert again.backfill.listed == 0  # done: one read of its cursor
+    assert _log_count(emulator, since, "DELETE", ARM + "pre-upgrade", "") == 1
