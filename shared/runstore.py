@@ -349,9 +349,9 @@ class RunStore:
         cursor `index/backfill.json`), and rewrites each record among them that lacks one of `TAG_KEYS` with its
         content unchanged and its tags, `If-Match` the ETag the listing showed: a writer since then wins (a
         changed ETag, or 412; its own write carried the tags), so a concurrent state change is never lost and two
-        sweeps at once write each record once. The cursor moves on in a conditional write only from where this page started (two sweeps at
-        once move it once). Once past the last record it says `done` and the sweep costs one read of it; a change
-        of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are those of the pages that moved it
+        sweeps at once write each record once. The cursor moves on in a conditional write, only from where this
+        page started (two sweeps at once move it once). Once past the last record it says `done` and the sweep
+        costs one read of it; a change of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are those of the pages that moved it
         (a sweep that lost the race logs its own). `dry_run` reads the same page and writes nothing.
         """
         keys = list(TAG_KEYS)
