@@ -351,8 +351,9 @@ class RunStore:
         changed ETag, or 412; its own write carried the tags), so a concurrent state change is never lost and two
         sweeps at once write each record once. The cursor moves on in a conditional write, only from where this
         page started (two sweeps at once move it once). Once past the last record it says `done` and the sweep
-        costs one read of it; a change of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are those of the pages that moved it
-        (a sweep that lost the race logs its own). `dry_run` reads the same page and writes nothing.
+        costs one read of it; a change of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are
+        those of the pages that moved it (a sweep that lost the race logs its own). `dry_run` reads the same page
+        and writes nothing.
         """
         keys = list(TAG_KEYS)
         cursor = self._backfill_cursor()
