@@ -286,7 +286,8 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
         if days:
             seen = set(ids)
             ids += [i for i in services.store.prunable_run_ids(utcnow() - timedelta(days=days)) if i not in seen]
-        backfill = services.store.backfill_tags(services.settings.retention_backfill_batch, dry_run=dry_run)
+        backfill = services.store.backfill_tags(services.settings.retention_backfill_batch, dry_run=dry_run,
+                                                workers=services.settings.tick_concurrency)
     resource = look(services)
     workers = max(1, min(services.settings.tick_concurrency, len(ids)))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -342,7 +343,7 @@ class RunStore:
             if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
         ]
 
-    def backfill_tags(self, limit: int = BACKFILL_PAGE_MAX, *, dry_run: bool = False) -> Backfill:
+    def backfill_tags(self, limit: int = BACKFILL_PAGE_MAX, *, dry_run: bool = False, workers: int = 1) -> Backfill:
         """One page of the sweep that gives records written before this version the index tags they lack.
 
         Lists at most `limit` blobs under runs/ (List Blobs with their tags, from where the last page stopped: the
@@ -353,7 +354,7 @@ class RunStore:
         page started (two sweeps at once move it once). Once past the last record it says `done` and the sweep
         costs one read of it; a change of `TAG_KEYS` (a later version's new tag) starts it again. Its counts are
         those of the pages that moved it (a sweep that lost the race logs its own). `dry_run` reads the same page
-        and writes nothing.
+        and writes nothing. `workers` records are read and written at once.
         """
         keys = list(TAG_KEYS)
         cursor = self._backfill_cursor()
@@ -371,36 +372,44 @@ class RunStore:
             for b in listed
             if str(b.name).endswith("/" + RECORD_NAME) and not set(keys) <= set(b.tags or {})
         ]
-        for run_id, listed_etag in stale:
-            try:
-                found = self.load(run_id)
-            except ValidationError as exc:
-                log.warning("run %s: record does not parse, not re-tagged: %s", run_id, str(exc)[:300])
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(stale)))) as pool:
+            outcomes = list(pool.map(lambda item: self._retag(*item, dry_run=dry_run), stale))
+        for (run_id, _), (outcome, record) in zip(stale, outcomes, strict=True):
+            if outcome == "retagged":
+                page.retagged += 1
+            elif outcome == "raced":
+                page.raced += 1
+            elif outcome == "unreadable":
                 page.unreadable.append(run_id)
-                continue
-            if found is None:  # deleted since the listing
-                continue
-            record, etag = found
-            if not dry_run:
-                if etag.strip('"') != listed_etag.strip('"'):  # written since the listing (so with its tags)
-                    page.raced += 1
-                else:
-                    try:
-                        self.save(record, etag)
-                        page.retagged += 1
-                    except ConcurrentUpdate:
-                        page.raced += 1
-                        again = self.load(run_id)
-                        if again is None:
-                            continue
-                        record = again[0]
-            page.found.append(record)
+            if record is not None:
+                page.found.append(record)
         if not dry_run:
             self._move_backfill_cursor(keys, start, marker, page)
         if page.retagged or page.raced or page.unreadable:
             log.info("index backfill: %d blobs listed, %d records re-tagged, %d written meanwhile, %d unreadable%s",
                      page.listed, page.retagged, page.raced, len(page.unreadable), " (done)" if page.done else "")
         return page
+
+    def _retag(self, run_id: str, listed_etag: str, *, dry_run: bool) -> tuple[str, RunRecord | None]:
+        """One record of a backfill page: (retagged | raced | unreadable | gone | read, the record as stored now)."""
+        try:
+            found = self.load(run_id)
+        except ValidationError as exc:
+            log.warning("run %s: record does not parse, not re-tagged: %s", run_id, str(exc)[:300])
+            return "unreadable", None
+        if found is None:  # deleted since the listing
+            return "gone", None
+        record, etag = found
+        if dry_run:
+            return "read", record
+        if etag.strip('"') != listed_etag.strip('"'):  # written since the listing (so with its tags)
+            return "raced", record
+        try:
+            self.save(record, etag)
+        except ConcurrentUpdate:
+            again = self.load(run_id)
+            return "raced", None if again is None else again[0]
+        return "retagged", record
 
     def _backfill_cursor(self) -> dict[str, Any] | None:
         raw = self.get_artifact_at(BACKFILL)

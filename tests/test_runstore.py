@@ -222,7 +222,7 @@ def test_backfill_retags_records_written_before_retention_in_bounded_pages(
     pages = []
     while not (pages and pages[-1].done):
         del calls[:]
-        page = counted.backfill_tags(limit=3)
+        page = counted.backfill_tags(limit=3, workers=4)
         pages.append(page)
         lists = [c for c in calls if c[0] == "GET" and "comp=list" in c[1]]
         writes = [c for c in calls if c[0] == "PUT" and "/runs/" in c[1]]
