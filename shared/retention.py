@@ -49,11 +49,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from azure.core.exceptions import AzureError
+
 from shared import artifacts
 from shared.aoai import AzureOpenAIError, Deployment, NotFoundError
 from shared.effects import Effect, EffectOutcome
 from shared.runs import HistoryEntry, RetentionEntry, RunRecord, RunState, SurplusObject, utcnow
-from shared.runstore import Backfill, run_folder
+from shared.runstore import Backfill, RunStoreError, run_folder
 from shared.services import Services
 from shared.settings import Settings
 
@@ -286,8 +288,11 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
         if days:
             seen = set(ids)
             ids += [i for i in services.store.prunable_run_ids(utcnow() - timedelta(days=days)) if i not in seen]
-        backfill = services.store.backfill_tags(services.settings.retention_backfill_batch, dry_run=dry_run,
-                                                workers=services.settings.tick_concurrency)
+        try:
+            backfill = services.store.backfill_tags(services.settings.retention_backfill_batch, dry_run=dry_run,
+                                                    workers=services.settings.tick_concurrency)
+        except (AzureError, RunStoreError, ValueError):  # the sweep is extra: the tagged runs are handled anyway
+            log.exception("retention: the index backfill failed; the next pass tries its page again")
     resource = look(services)
     workers = max(1, min(services.settings.tick_concurrency, len(ids)))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -27,7 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import ContainerClient, ContentSettings
 from pydantic import ValidationError
 
@@ -361,10 +366,21 @@ class RunStore:
         if cursor is not None and cursor.get("tags") == keys and cursor.get("done"):
             return Backfill(done=True, dry_run=dry_run)
         start = cursor.get("marker") if cursor is not None and cursor.get("tags") == keys else None
-        pages: Any = self.container.list_blobs(  # azure.core's page iterator: its continuation_token is untyped
-            name_starts_with="runs/", include=["tags"], results_per_page=max(1, min(limit, BACKFILL_PAGE_MAX))
-        ).by_page(continuation_token=start)
-        listed = list(next(pages, []))
+        def listing(marker: str | None) -> tuple[Any, list[Any]]:
+            pages: Any = self.container.list_blobs(  # azure.core's page iterator: continuation_token is untyped
+                name_starts_with="runs/", include=["tags"], results_per_page=max(1, min(limit, BACKFILL_PAGE_MAX))
+            ).by_page(continuation_token=marker)
+            return pages, list(next(pages, []))
+
+        origin = start  # the cursor as read: it moves on only from there
+        try:
+            pages, listed = listing(start)
+        except HttpResponseError as exc:
+            if start is None or exc.status_code != 400:
+                raise
+            log.warning("index backfill: the stored marker was refused (%s); the sweep starts again", exc.reason)
+            start = None
+            pages, listed = listing(None)
         marker: str | None = pages.continuation_token or None  # None: this page held the last blob
         page = Backfill(listed=len(listed), done=marker is None, dry_run=dry_run)
         stale = [
@@ -384,7 +400,7 @@ class RunStore:
             if record is not None:
                 page.found.append(record)
         if not dry_run:
-            self._move_backfill_cursor(keys, start, marker, page)
+            self._move_backfill_cursor(keys, origin, marker, page)
         if page.retagged or page.raced or page.unreadable:
             log.info("index backfill: %d blobs listed, %d records re-tagged, %d written meanwhile, %d unreadable%s",
                      page.listed, page.retagged, page.raced, len(page.unreadable), " (done)" if page.done else "")

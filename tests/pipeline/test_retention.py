@@ -18,6 +18,7 @@ from shared.cli import main
 from shared.evalspec import EvalProgress, EvalTarget
 from shared.retention import PassReport, retention_pass
 from shared.runs import DeploymentSpec, RetentionSpec, RunRecord, RunSource, RunSpec, RunState, utcnow
+from shared.runstore import BACKFILL
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.summary import run_summary
@@ -278,3 +279,17 @@ def test_a_run_recorded_before_retention_existed_is_found_after_the_upgrade(
     assert again.rows == [] and again.runs == 0 and again.backfill is not None and again.backfill.done
     assert again.backfill.listed == 0  # done: one read of its cursor
     assert _log_count(emulator, since, "DELETE", ARM + "pre-upgrade", "") == 1
+
+
+def test_a_failing_backfill_does_not_stop_the_pass(
+    services: Services, emulator: EmulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep is an addition: its cursor unreadable, the tagged runs are still handled (and it is logged)."""
+    record = _deployed(services, "tagged-2h", spec={"max_hosting_hours": 2})
+    services.store.container.upload_blob(BACKFILL, b"{not json", overwrite=True)
+    emulator.advance_clock(2 * 3600 + 60)
+    since = len(emulator.log_text())
+    report = retention_pass(services)
+    assert report.backfill is None and [(r.action.run_id, r.outcome) for r in report.rows] == [(record.id, "deleted")]
+    assert _log_count(emulator, since, "DELETE", ARM + "tagged-2h") == 1
+    assert "the index backfill failed" in caplog.text
