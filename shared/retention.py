@@ -55,7 +55,7 @@ from shared import artifacts
 from shared.aoai import AzureOpenAIError, Deployment, NotFoundError
 from shared.effects import Effect, EffectOutcome
 from shared.runs import HistoryEntry, RetentionEntry, RunRecord, RunState, SurplusObject, utcnow
-from shared.runstore import Backfill, RunStoreError, run_folder
+from shared.runstore import Backfill, RunStoreError, found_by_retention_queries, run_folder
 from shared.services import Services
 from shared.settings import Settings
 
@@ -323,10 +323,8 @@ def retention_pass(services: Services, *, dry_run: bool = False, run_ids: Iterab
 
 def _queried(record: RunRecord, settings: Settings) -> bool:
     """Whether the pass's two tag queries find this record once it carries its tags (`retain`, `prune_from`)."""
-    if record.retains:
-        return True
-    ended, days = record.ended_at, settings.retention_artifacts_days
-    return bool(days) and ended is not None and not record.pruned and ended < utcnow() - timedelta(days=days)
+    days = settings.retention_artifacts_days
+    return found_by_retention_queries(record, utcnow() - timedelta(days=days) if days else None)
 
 
 def _apply(services: Services, action: Action) -> Row:

@@ -183,14 +183,21 @@ def _check_reference(ref: str, where: str) -> None:
         raise ValueError(f"{where}: {{{{{ref}}}}}: the sample namespace has {', '.join(SAMPLE_FIELDS)}")
 
 
+def _item_paths(text: str) -> list[tuple[str, ...]]:
+    """The `{{item.a.b}}` templates of one string, as paths (`("a", "b")`)."""
+    paths = []
+    for _, ref, _ in TEMPLATE.findall(text):
+        namespace, _, path = ref.partition(".")
+        if namespace == "item" and path:
+            paths.append(tuple(path.split(".")))
+    return paths
+
+
 def item_fields(grader: BaseModel) -> list[tuple[str, ...]]:
     """Every `{{item.a.b}}` the grader reads, as paths (`("a", "b")`), in first-seen order."""
     seen: dict[tuple[str, ...], None] = {}
     for _, text in _template_strings(grader):
-        for _, ref, _ in TEMPLATE.findall(text):
-            namespace, _, path = ref.partition(".")
-            if namespace == "item" and path:
-                seen.setdefault(tuple(path.split(".")), None)
+        seen.update(dict.fromkeys(_item_paths(text)))
     return list(seen)
 
 
@@ -198,17 +205,8 @@ def reference_field(grader: BaseModel) -> tuple[str, ...] | None:
     """The item field the grader compares a sample with: the `{{item.<path>}}` in the `reference` of a
     string_check or text_similarity grader (a multi grader's first inner one that has one). None when there is
     no such field (a score_model grader: its prompt may read any number of fields)."""
-    if isinstance(grader, (StringCheckGrader, TextSimilarityGrader)):
-        for _, ref, _ in TEMPLATE.findall(grader.reference):
-            namespace, _, path = ref.partition(".")
-            if namespace == "item" and path:
-                return tuple(path.split("."))
-    elif isinstance(grader, MultiGrader):
-        for inner in grader.graders.values():
-            found = reference_field(inner)
-            if found is not None:
-                return found
-    return None
+    references = (text for where, text in _template_strings(grader) if where.endswith(".reference"))
+    return next((paths[0] for text in references if (paths := _item_paths(text))), None)
 
 
 def spaced_templates(grader: BaseModel) -> list[str]:

@@ -80,12 +80,31 @@ def _tags(record: RunRecord) -> dict[str, str]:
     }
 
 
+def _record_run_id(name: str) -> str | None:
+    """The run id of a record's blob name (runs/<id>/run.json); None for any other blob."""
+    if name.startswith("runs/") and name.endswith("/" + RECORD_NAME):
+        return name[len("runs/") : -len(RECORD_NAME) - 1]
+    return None
+
+
+def found_by_retention_queries(record: RunRecord, ended_before: datetime | None) -> bool:
+    """Whether the retention pass's tag queries (`retained_run_ids`, `prunable_run_ids(ended_before)`) find this
+    record once it carries its tags: the same comparisons on the same tag values."""
+    tags = _tags(record)
+    return tags["retain"] == "1" or (ended_before is not None and tags["prune_from"] < created_tag(ended_before))
+
+
 TAG_KEYS = ("active", "created", "job", "job_status", "prune_from", "retain", "state", "warned")
 """The index tags every record of this version carries (`_tags`); one without any of them was written before it."""
 BACKFILL = "index/backfill.json"
 """Where the sweep of records written before this version's tags stands (its listing marker), in the runs container."""
 BACKFILL_PAGE_MAX = 5000
 """List Blobs returns at most 5,000 blobs per call."""
+
+
+def _cursor_for(stored: Any, keys: list[str]) -> dict[str, Any]:
+    """The stored backfill cursor if it is for these tag keys, else {} (none yet, or a sweep for older keys)."""
+    return stored if isinstance(stored, dict) and stored.get("tags") == keys else {}
 
 
 @dataclass
@@ -316,12 +335,12 @@ class RunStore:
         """Runs the timer must advance, from one blob index query (never a listing of all runs)."""
         found = []
         for blob in self.container.find_blobs_by_tags(_ACTIVE_QUERY):
-            name = str(blob.name)
-            if name.startswith("runs/") and name.endswith("/" + RECORD_NAME):
+            run_id = _record_run_id(str(blob.name))
+            if run_id is not None:
                 tags = blob.tags or {}
                 found.append(
                     ActiveRun(
-                        run_id=name[len("runs/") : -len(RECORD_NAME) - 1],
+                        run_id=run_id,
                         state=tags.get("state", ""),
                         job_id=None if tags.get("job", "-") == "-" else tags.get("job"),
                         job_status=None if tags.get("job_status", "-") == "-" else tags.get("job_status"),
@@ -333,20 +352,15 @@ class RunStore:
 
     def retained_run_ids(self) -> list[str]:
         """Ended runs that still hold something the retention policy may act on (one blob index query)."""
-        return [
-            str(blob.name)[len("runs/") : -len(RECORD_NAME) - 1]
-            for blob in self.container.find_blobs_by_tags("\"retain\"='1'")
-            if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
-        ]
+        return self._run_ids_by_tags("\"retain\"='1'")
 
     def prunable_run_ids(self, ended_before: datetime) -> list[str]:
         """Ended runs whose blobs are not pruned and that ended before `ended_before` (one blob index query)."""
-        query = f"\"prune_from\" < '{created_tag(ended_before)}'"
-        return [
-            str(blob.name)[len("runs/") : -len(RECORD_NAME) - 1]
-            for blob in self.container.find_blobs_by_tags(query)
-            if str(blob.name).startswith("runs/") and str(blob.name).endswith("/" + RECORD_NAME)
-        ]
+        return self._run_ids_by_tags(f"\"prune_from\" < '{created_tag(ended_before)}'")
+
+    def _run_ids_by_tags(self, query: str) -> list[str]:
+        found = (_record_run_id(str(blob.name)) for blob in self.container.find_blobs_by_tags(query))
+        return [run_id for run_id in found if run_id is not None]
 
     def backfill_tags(self, limit: int = BACKFILL_PAGE_MAX, *, dry_run: bool = False, workers: int = 1) -> Backfill:
         """One page of the sweep that gives records written before this version the index tags they lack.
@@ -362,10 +376,10 @@ class RunStore:
         and writes nothing. `workers` records are read and written at once.
         """
         keys = list(TAG_KEYS)
-        cursor = self._backfill_cursor()
-        if cursor is not None and cursor.get("tags") == keys and cursor.get("done"):
+        cursor = _cursor_for(self._backfill_cursor(), keys)
+        if cursor.get("done"):
             return Backfill(done=True, dry_run=dry_run)
-        start = cursor.get("marker") if cursor is not None and cursor.get("tags") == keys else None
+        start = cursor.get("marker")
         def listing(marker: str | None) -> tuple[Any, list[Any]]:
             pages: Any = self.container.list_blobs(  # azure.core's page iterator: continuation_token is untyped
                 name_starts_with="runs/", include=["tags"], results_per_page=max(1, min(limit, BACKFILL_PAGE_MAX))
@@ -384,9 +398,9 @@ class RunStore:
         marker: str | None = pages.continuation_token or None  # None: this page held the last blob
         page = Backfill(listed=len(listed), done=marker is None, dry_run=dry_run)
         stale = [
-            (str(b.name)[len("runs/") : -len(RECORD_NAME) - 1], str(b.etag))  # a listing's ETag has no quotes
+            (run_id, str(b.etag))  # a listing's ETag has no quotes
             for b in listed
-            if str(b.name).endswith("/" + RECORD_NAME) and not set(keys) <= set(b.tags or {})
+            if (run_id := _record_run_id(str(b.name))) is not None and not set(keys) <= set(b.tags or {})
         ]
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(stale)))) as pool:
             outcomes = list(pool.map(lambda item: self._retag(*item, dry_run=dry_run), stale))
@@ -427,16 +441,15 @@ class RunStore:
             return "raced", None if again is None else again[0]
         return "retagged", record
 
-    def _backfill_cursor(self) -> dict[str, Any] | None:
+    def _backfill_cursor(self) -> Any:
         raw = self.get_artifact_at(BACKFILL)
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else json.loads(raw)
 
     def _move_backfill_cursor(self, keys: list[str], start: str | None, marker: str | None, page: Backfill) -> None:
         def move(current: Any) -> Any:
-            at = current.get("marker") if isinstance(current, dict) and current.get("tags") == keys else None
-            if isinstance(current, dict) and current.get("tags") == keys and (current.get("done") or at != start):
+            was = _cursor_for(current, keys)
+            if was and (was.get("done") or was.get("marker") != start):
                 return None  # another sweep moved it from here already
-            was = current if isinstance(current, dict) and current.get("tags") == keys else {}
             return {
                 "tags": keys,
                 "marker": marker,
