@@ -19,7 +19,7 @@ from shared.runs_cli import waiting_line
 from shared.services import Services
 from shared.settings import settings_from_env
 from tests.harness.emulator import EmulatorProcess, start_emulator
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_a_run_that_never_gets_room_fails_at_its_deadline_with_the_reason(
 ) -> None:
     from datetime import timedelta
 
-    from tests.pipeline.conftest import age_run
+    from tests.harness.pipeline import age_run
 
     services = _services(app_env, jobs=1)
     emulator.configure(max_total_jobs=1)

@@ -12,7 +12,7 @@ import pytest
 from shared.runs import RunRecord, RunSource
 from shared.services import Services
 from shared.settings import settings_from_env
-from tests.pipeline.conftest import chat_lines
+from tests.harness.pipeline import chat_lines
 
 _ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

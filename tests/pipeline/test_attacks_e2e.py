@@ -15,8 +15,8 @@ import httpx
 from devstack import Stack
 from shared.services import Services
 from shared.settings import settings_from_env
+from tests.harness.pipeline import chat_lines
 from tests.harness.waiting import wait_for
-from tests.pipeline.conftest import chat_lines
 
 
 class _Target(http.server.BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@ from shared import costs
 from shared.cli import main
 from shared.runs import RunState
 from shared.services import Services
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 GPT41 = {"model": "gpt-4.1-2025-04-14", "training_type": "GlobalStandard", "deploy": "false", "n_epochs": "2"}
 

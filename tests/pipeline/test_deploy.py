@@ -15,7 +15,7 @@ from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.summary import run_summary
-from tests.pipeline.conftest import Driver, age_run, chat_lines
+from tests.harness.pipeline import Driver, age_run, chat_lines
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

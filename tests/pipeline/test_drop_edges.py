@@ -11,7 +11,7 @@ from shared.runs import RunRecord, RunSource, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import SubmissionError, submit
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 def _runs(services: Services) -> list[RunRecord]:

@@ -19,7 +19,7 @@ from shared.deploy import DeployRetry, handle_deploy_message
 from shared.runs import Lease, RunRecord, RunState, utcnow
 from shared.services import Services
 from shared.settings import settings_from_env
-from tests.pipeline.conftest import Driver, age_run, chat_lines, expire_lease
+from tests.harness.pipeline import Driver, age_run, chat_lines, expire_lease
 
 
 class RequestLog:

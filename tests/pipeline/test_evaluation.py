@@ -18,7 +18,7 @@ from shared.retention import look, plan, policy_for
 from shared.runs import RunRecord, RunState
 from shared.services import Services
 from shared.summary import run_summary
-from tests.pipeline.conftest import Driver, age_run, chat_lines
+from tests.harness.pipeline import Driver, age_run, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
 BASE_MODEL = "gpt-4o-mini-2024-07-18"

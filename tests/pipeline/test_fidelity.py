@@ -17,7 +17,7 @@ from shared.models_check import check_spec
 from shared.runs import RunSpec, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 def _imports(services: Services, run_id: str) -> list[Any]:

@@ -13,7 +13,7 @@ import pytest
 from shared.advance import tick
 from shared.runs import RunState
 from shared.services import Services
-from tests.pipeline.conftest import Driver, chat_lines, expire_lease
+from tests.harness.pipeline import Driver, chat_lines, expire_lease
 
 
 def _files_named(services: Services, filename: str) -> list[Any]:

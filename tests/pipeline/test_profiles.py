@@ -11,7 +11,7 @@ import pytest
 from shared.cli import main
 from shared.runs import RunState
 from shared.services import Services
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 @pytest.fixture

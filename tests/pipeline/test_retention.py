@@ -24,8 +24,8 @@ from shared.settings import settings_from_env
 from shared.summary import run_summary
 from tests.harness.emulator import EmulatorProcess, start_emulator
 from tests.harness.old_records import write_as_before_retention
+from tests.harness.pipeline import Driver, age_run, chat_lines
 from tests.harness.waiting import wait_for
-from tests.pipeline.conftest import Driver, age_run, chat_lines
 
 BASE = "gpt-4o-mini-2024-07-18"
 ARM = "/providers/Microsoft.CognitiveServices/accounts/aoai-test/deployments/"

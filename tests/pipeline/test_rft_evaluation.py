@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.runs import RunState
 from shared.services import Services
-from tests.pipeline.conftest import Driver
+from tests.harness.pipeline import Driver
 from tests.pipeline.test_engine import RequestLog
 from tests.pipeline.test_evaluation import ARM, _candidate_deployments_gone
 from tests.pipeline.test_rft_open_weight import GRADER, WORDS, rft_lines

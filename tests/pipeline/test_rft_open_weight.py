@@ -12,8 +12,8 @@ import httpx
 
 from shared.runs import RunState
 from shared.services import Services
+from tests.harness.pipeline import Driver, chat_lines
 from tests.harness.waiting import wait_for
-from tests.pipeline.conftest import Driver, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
 GRADER = {"type": "string_check", "name": "exact", "operation": "eq", "input": "{{sample.output_text}}",

@@ -16,7 +16,7 @@ from shared.run_commands import cancel, redeploy
 from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 def _http(services: Services, monkeypatch: pytest.MonkeyPatch, run_id: str, command: str) -> func.HttpResponse:

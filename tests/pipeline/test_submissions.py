@@ -18,7 +18,7 @@ import pytest
 from shared.services import Services
 from shared.settings import settings_from_env
 from shared.submissions import SubmissionError, TooLarge, UrlPolicy, fetch_url, submit_from_url
-from tests.pipeline.conftest import chat_lines
+from tests.harness.pipeline import chat_lines
 
 PAYLOAD = chat_lines(12)
 

@@ -10,7 +10,7 @@ import pytest
 from shared.names import InvalidName
 from shared.runs import RunState
 from shared.services import Services
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 SECRET = "TOPSECRET-value-from-another-container"
 

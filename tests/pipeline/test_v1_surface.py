@@ -22,8 +22,8 @@ from shared.run_commands import CommandRefused, pause
 from shared.runs import RunState
 from shared.services import Services
 from shared.settings import settings_from_env
+from tests.harness.pipeline import Driver, chat_lines
 from tests.harness.waiting import wait_for
-from tests.pipeline.conftest import Driver, chat_lines
 from tests.pipeline.test_engine import RequestLog
 
 PART_BYTES = 2048

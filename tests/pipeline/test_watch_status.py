@@ -15,7 +15,7 @@ from shared.cli import main
 from shared.runs import RunRecord, RunSource, RunState
 from shared.services import Services
 from shared.settings import settings_from_env
-from tests.pipeline.conftest import Driver, chat_lines
+from tests.harness.pipeline import Driver, chat_lines
 
 
 def _watch(services: Services, monkeypatch: pytest.MonkeyPatch, run_id: str, **params: Any) -> func.HttpResponse:
