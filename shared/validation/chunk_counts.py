@@ -108,8 +108,11 @@ class _Chunked:
     text_ends: _I64
 
 
-def _chunked(texts: Sequence[str]) -> _Chunked:
-    """Raises UnicodeEncodeError for a text with a lone surrogate."""
+def _chunked(texts: Sequence[str], ends: _I64 | None = None) -> _Chunked:
+    """`ends`: where each text ends, in characters from the first (the caller's, when it has them). Raises
+    UnicodeEncodeError for a text with a lone surrogate."""
+    if ends is None:
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
     joined = "".join(texts)
     encoded = joined.encode("utf-8")
     n = len(encoded)
@@ -117,7 +120,6 @@ def _chunked(texts: Sequence[str]) -> _Chunked:
     del encoded
     raw = np.frombuffer(data, dtype=np.uint8)
     body = raw[_FRONT : _FRONT + n]
-    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))  # in characters
     if n != len(joined):  # not all ASCII: a character ends where the next one's first byte is
         ends = np.flatnonzero(np.append((body & 0xC0) != 0x80, True))[ends]  # True: the end, after the last
     del joined
@@ -227,7 +229,7 @@ class ChunkCounts:
         bounds = [0, *sorted(set(cuts.tolist()) - {0, len(texts)}), len(texts)]
         for start, stop in itertools.pairwise(bounds):
             try:
-                batch = _chunked(texts[start:stop])
+                batch = _chunked(texts[start:stop], ends[start:stop] - (ends[start - 1] if start else 0))
             except UnicodeEncodeError:
                 return None
             waiting = self._look_up_slice(batch, start)
