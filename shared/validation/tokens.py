@@ -19,6 +19,7 @@ itself or a lone surrogate falls back to one `encode_ordinary` per string.
 from __future__ import annotations
 
 import os
+import resource
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .chunk_counts import Pending
+from .counting_process import CountingProcess, fork_allowed
 from .encodings import SEPARATOR, Core, encoding
 from .statistics import Histogram
 
@@ -252,11 +254,12 @@ def count_batch(batch: TokenBatch, counts: _I64) -> CountedBatch:
 
 @dataclass
 class _InFlight:
-    """A batch on its way: its chunk-table look-up (None: not used) and the worker counting what is left."""
+    """A batch on its way: its chunk-table look-up (None: not used) and the worker counting what is left, or
+    neither: the counting process has it."""
 
     batch: TokenBatch
-    pending: Pending | None
-    counting: Future[_I64] | None
+    pending: Pending | None = None
+    counting: Future[_I64] | None = None
 
     def counts(self) -> _I64:
         if self.pending is None:
@@ -299,9 +302,12 @@ class TokenFigures:
 
 
 class TokenPipeline:
-    """Batches examples; each batch's texts are looked up in the chunk table on the calling thread, and
-    worker threads count what is left (one tiktoken call with the GIL released) while the calling thread
-    goes on parsing.
+    """Batches examples and counts them beside the calling thread, which goes on parsing.
+
+    Where it can (`counting_process.fork_allowed`, at the first full batch; `process` forces it either way),
+    a forked counting process counts every batch on another core. Otherwise each batch's texts are looked
+    up in the chunk table on the calling thread, and worker threads count what is left (one tiktoken call
+    with the GIL released).
 
     A bounded number of batches is in flight; results are folded in submission order (line order kept)
     into `TokenFigures`, on the calling thread. Long non-assistant texts seen before are counted once
@@ -309,6 +315,7 @@ class TokenPipeline:
     """
 
     BATCH_CHARS = 512 * 1024
+    PROCESS_IN_FLIGHT = 40  # batches sent to the counting process and not yet folded
 
     def __init__(
         self,
@@ -318,14 +325,20 @@ class TokenPipeline:
         limit: int,
         keep_over_limit: int,
         cache: TokenCache | None = None,
+        process: bool | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        workers = threads or min(usable_cpus(), 4)
+        cpus = usable_cpus()
+        workers = threads or min(cpus, 4)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokens")
         self._max_in_flight = workers + 1
         self._in_flight: deque[_InFlight] = deque()
         self._batch = TokenBatch()
         self._cache = cache
+        self._fork = fork_allowed(cpus) if process is None else process  # decided again at the first full batch
+        self._decide_fork = process is None
+        self.process: CountingProcess | None = None
+        self.process_usage: resource.struct_rusage | None = None  # the counting process's, once it is reaped
         self.figures = TokenFigures(limit=limit, keep_over_limit=keep_over_limit)
 
     def add(
@@ -340,8 +353,20 @@ class TokenPipeline:
                     fixed, texts = self._use_cache(cache, fixed, texts)
                     break
         self._batch.add(line, messages, fixed, texts, assistant_texts, size)
+        process = self.process
+        if process is not None and process.unsent:
+            process.pump()
         if self._batch.chars >= self.BATCH_CHARS:
+            if self._fork and self.process is None:
+                self._start_process()
             self._submit()
+
+    def _start_process(self) -> None:
+        self._fork = False
+        if self._decide_fork and not fork_allowed(usable_cpus()):
+            return
+        self.process = CountingProcess(self.tokenizer)
+        self._max_in_flight = self.PROCESS_IN_FLIGHT
 
     def _use_cache(self, cache: TokenCache, fixed: int, texts: list[str]) -> tuple[int, list[str]]:
         """Cached counts go into `fixed`; the other texts stay, those seen before marked for the cache."""
@@ -364,6 +389,15 @@ class TokenPipeline:
         if not batch.lines:
             return
         self._batch = TokenBatch()
+        if self.process is not None:
+            self.process.submit(batch.texts)
+            self._in_flight.append(_InFlight(batch))
+        else:
+            self._in_flight.append(self._count_here(batch))
+        while len(self._in_flight) > self._max_in_flight:
+            self._fold()
+
+    def _count_here(self, batch: TokenBatch) -> _InFlight:
         pending = self.tokenizer.look_up(batch.texts)  # numpy on this thread: on a worker it waits for the GIL
         if pending is None:
             counting = self._pool.submit(count_texts, self.tokenizer, batch.texts)
@@ -371,13 +405,19 @@ class TokenPipeline:
             counting = self._pool.submit(count_texts, self.tokenizer, pending.missing())
         else:
             counting = None
-        self._in_flight.append(_InFlight(batch, pending, counting))
-        while len(self._in_flight) > self._max_in_flight:
-            self._fold()
+        return _InFlight(batch, pending, counting)
 
     def _fold(self) -> None:
         done = self._in_flight.popleft()
-        part = count_batch(done.batch, done.counts())
+        if done.pending is None and done.counting is None:  # the counting process's
+            assert self.process is not None
+            counts = self.process.result()
+            if counts is None:  # the process is gone: this batch is counted here
+                done = self._count_here(done.batch)
+                counts = done.counts()
+        else:
+            counts = done.counts()
+        part = count_batch(done.batch, counts)
         self.figures.add(part)
         if self._cache is not None:
             for text, n in part.cached:
@@ -393,3 +433,5 @@ class TokenPipeline:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.process is not None:
+            self.process_usage = self.process.close() or self.process_usage

@@ -106,7 +106,12 @@ def _scan_file(
     result = _Scan(DuplicateFinder(options.max_listed_warnings, reference=reference))
     facts = result.facts
     pipeline = TokenPipeline(
-        tokenizer, options.threads, limit=limit, keep_over_limit=options.max_listed_warnings, cache=cache
+        tokenizer,
+        options.threads,
+        limit=limit,
+        keep_over_limit=options.max_listed_warnings,
+        cache=cache,
+        process=options.counting_process,
     )
     tokenizer.prime_roles(ROLES)
     role_tokens = tokenizer.role_tokens
