@@ -315,7 +315,7 @@ class TokenPipeline:
     """
 
     BATCH_CHARS = 512 * 1024
-    PROCESS_IN_FLIGHT = 40  # batches sent to the counting process and not yet folded
+    PROCESS_IN_FLIGHT = 4  # batches sent to the counting process and not yet folded
 
     def __init__(
         self,

@@ -252,16 +252,17 @@ def test_sampling_is_said_in_the_report(monkeypatch: pytest.MonkeyPatch) -> None
 # ---- memory at any example count ---------------------------------------------------------------------
 
 
-def _peak(data: bytes) -> int:
+def _peak(data: bytes, process: bool) -> int:
     tracemalloc.start()
     try:
-        validate(data, options=ValidationOptions(threads=1))
+        validate(data, options=ValidationOptions(threads=1, counting_process=process))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
 
-def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("process", [False, True], ids=["threads", "counting process"])
+def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyPatch, process: bool) -> None:
     # every bounded buffer small, so that both runs fill them: what is left to grow is per-example state
     monkeypatch.setattr(DuplicateFinder, "CAPACITY", 4096)
     monkeypatch.setattr(DuplicateFinder, "PENDING", 2048)
@@ -278,7 +279,7 @@ def test_memory_does_not_grow_with_the_example_count(monkeypatch: pytest.MonkeyP
         )
 
     validate(tiny(10))  # tokenizer loaded and cached before measuring
-    small, large = _peak(tiny(20_000)), _peak(tiny(100_000))
+    small, large = _peak(tiny(20_000), process), _peak(tiny(100_000), process)
     # per-example state of the old kind (a hash, a line and four counts) would add 28 bytes x 80,000 = 2.2 MB;
     # what may differ between two runs is which batches are in flight at the peak (well under 1 MB)
     assert large - small < 1_000_000, (small, large)
