@@ -14,9 +14,11 @@ For each file:
   same for natural text (Python's reference manual and the docstrings of its standard library, about 2 MiB of
   English prose with code, which ships with Python), so the table is not judged only on the generator's word
   list;
-- **one validate**: a real `validate`'s wall time and process CPU, its parsing thread's CPU (parsing, the
-  chunk table's look-ups and the per-example sums) and its tokenizer threads' CPU (`count_texts`: tiktoken for
-  the chunks the table did not have, summed over threads), and how many tiktoken calls went out.
+- **one validate**, twice: with tokens counted on threads, a real `validate`'s wall time and process CPU, its
+  parsing thread's CPU (parsing, the chunk table's look-ups and the per-example sums) and its tokenizer
+  threads' CPU (`count_texts`: tiktoken for the chunks the table did not have, summed over threads), and how
+  many tiktoken calls went out; with the counting process (counting_process.py), the same parent figures,
+  the child's CPU and how long the parent waited for its answers.
 Stages measured alone add up to a little more than the parsing thread's CPU in the real run (each pays its
 own loop). Machines here are shared: run it twice and compare, and read CPU, not wall.
 """
@@ -151,13 +153,16 @@ TOKENIZE = textwrap.dedent(
 RUN = textwrap.dedent(
     """
     import json, resource, sys, threading, time
+    import shared.validation.counting_process as P
     import shared.validation.tokens as T
     import shared.validation.validator as V
-    from shared.validation import encodings
-    encodings.encoding("o200k_base").full()
-    spent = []
+    from shared.validation import ValidationOptions, encodings
+    process = sys.argv[2] == "process"
+    if not process:
+        encodings.encoding("o200k_base").full()  # the child builds its own: part of what it does
+    spent, waited = [], []
     lock = threading.Lock()
-    count_texts = T.count_texts
+    count_texts, result = T.count_texts, P.CountingProcess.result
     def timed(tokenizer, texts):
         t = time.thread_time()
         try:
@@ -165,17 +170,28 @@ RUN = textwrap.dedent(
         finally:
             with lock:
                 spent.append(time.thread_time() - t)
-    T.count_texts = timed
+    def waiting(self):
+        t = time.perf_counter()
+        try:
+            return result(self)
+        finally:
+            waited.append(time.perf_counter() - t)
+    T.count_texts, P.CountingProcess.result = timed, waiting
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     w, m = time.perf_counter(), time.thread_time()
     with open(sys.argv[1], "rb") as f:
-        report = V.validate(f)
+        report = V.validate(f, options=ValidationOptions(counting_process=process))
     wall, main = time.perf_counter() - w, time.thread_time() - m
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(json.dumps({"validate wall": wall, "validate CPU (process)": cpu, "parsing thread CPU": main,
-                      "tokenizer threads CPU": sum(spent), "tiktoken calls": len(spent),
-                      "tokens": report.tokens.total if report.tokens else 0}))
+    out = {"validate wall": wall, "validate CPU (process)": cpu, "parsing thread CPU": main}
+    if process:
+        out.update({"counting process CPU": child.ru_utime + child.ru_stime, "waited for it": sum(waited)})
+    else:
+        out.update({"tokenizer threads CPU": sum(spent), "tiktoken calls": len(spent)})
+    out["tokens"] = report.tokens.total if report.tokens else 0
+    print(json.dumps(out))
     """
 )
 
@@ -192,7 +208,8 @@ def breakdown(path: Path) -> dict[str, dict[str, float]]:
         "start-up": _run(STARTUP),
         "parsing thread, stage by stage": _run(STAGES, str(path)),
         "tokens alone (one thread, 512 KB batches, the core built first)": _run(TOKENIZE, str(path)),
-        "one validate": _run(RUN, str(path)),
+        "one validate, tokens counted on threads (the core built first)": _run(RUN, str(path), "threads"),
+        "one validate, with the counting process (it builds the core)": _run(RUN, str(path), "process"),
     }
 
 

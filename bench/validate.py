@@ -9,7 +9,8 @@ One run prints everything, each figure beside what it is compared with:
   thread, over strings extracted beforehand) and ours (`python -m shared.cli validate --json`), each a
   subprocess under `/usr/bin/time`, interleaved, median of `--repeat`: wall, CPU (user + sys), peak RSS,
   token totals (which must be identical);
-- memory: peak RSS of ours on a 511 MiB default file and on 511 MiB of tiny lines (about 6M examples);
+- memory: peak RSS of ours on a 511 MiB default file and on 511 MiB of tiny lines (about 6M examples): the
+  validating process's and its counting process's (counting_process.py), added up;
 - cold starts: `import function_app` (wall, and `python -X importtime` by top-level module) and
   `python -m shared.cli validate` of a 10-line file.
 Files go to bench-output/ (gitignored). Machines here are shared and noisy: only ratios within one run are
@@ -200,15 +201,33 @@ def print_throughput(kind: str, path: Path, med: dict[str, dict[str, dict[str, f
     return verdicts
 
 
+# `validate` of one file in a process that then says its own peak RSS and its children's (the counting process,
+# when one was forked: /usr/bin/time would show only the larger of the two).
+_PEAKS = """
+import json, resource, sys
+from shared.validation import validate
+with open(sys.argv[1], "rb") as f:
+    report = validate(f)
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"examples": report.examples, "own_mb": own / 1024, "child_mb": child / 1024}))
+"""
+
+
 def memory(verdicts: list[str]) -> None:
-    print("\nmemory: peak RSS of ours (python -m shared.cli validate --json) on files near the 512 MiB limit")
+    print(
+        "\nmemory: peak RSS of ours (`validate` of each file) on files near the 512 MiB limit: the validating"
+        " process, and the counting process it forks on 2+ cores"
+    )
     for label, path in (("default", chat_file(511)), ("tiny lines", tiny_file(511))):
-        m = timed(_commands(path)["ours"])
-        ok = m["rss_mb"] <= RSS_LIMIT_MB
+        m = timed([sys.executable, "-c", _PEAKS, str(path)])
+        both = m["own_mb"] + m["child_mb"]
+        ok = both <= RSS_LIMIT_MB
         line = (
             f"memory: {label} {path.name}: {int(m['examples']):,} examples, {m['wall']:.1f} s wall "
-            f"(load average {os.getloadavg()[0]:.1f}), "
-            f"peak RSS {m['rss_mb']:.0f} MB (goal <= {RSS_LIMIT_MB}: {'met' if ok else 'NOT met'})"
+            f"(load average {os.getloadavg()[0]:.1f}), peak RSS {m['own_mb']:.0f} MB + counting process "
+            f"{m['child_mb']:.0f} MB = {both:.0f} MB (goal <= {RSS_LIMIT_MB}: {'met' if ok else 'NOT met'}; the sum "
+            "of the two peaks counts the pages they share since the fork twice)"
         )
         print("  " + line, flush=True)
         verdicts.append(line)
