@@ -204,6 +204,14 @@ class Progress:
         if self.enabled and self._last:
             self._write("\r\x1b[K")
 
+    def fileno(self) -> int:  # with `tell`: the validator sees a regular file and its size (known_size)
+        assert self._file is not None
+        return self._file.fileno()
+
+    def tell(self) -> int:
+        assert self._file is not None
+        return self._file.tell()
+
     def read(self, n: int = -1) -> bytes:
         assert self._file is not None
         chunk = self._file.read(n)

@@ -8,11 +8,14 @@ it is sent each batch's texts, counts them with the same `Tokenizer.count_many` 
 tiktoken for the chunks it lacks) and sends the counts back, while the parent goes on parsing. The counts
 are the same by construction: the same code, on the same strings, in a copy of the same process.
 
-**When** (`fork_allowed`): `TokenPipeline` forks one at its first full batch, so a file smaller than one batch
-never forks, and only where it is safe and pays: `os.fork` exists, at least 2 CPUs are usable (on one core
-the child would only take turns with the parent), and no other Python thread is running. Forking a process
-with other threads (the Functions host's worker has gRPC threads) can leave the child holding locks that
-belong to threads it does not have. Otherwise the pipeline uses worker threads, as before.
+**When** (`wanted`): `validate` forks one before it loads anything of the encoding, for a source known to be
+larger than one batch (`bytes`, or a regular file), and only where it is safe and pays (`fork_allowed`):
+`os.fork` exists, at least 2 CPUs are usable (on one core the child would only take turns with the parent),
+and no other Python thread is running. Forking a process with other threads (the Functions host's worker
+has gRPC threads) can leave the child holding locks that belong to threads it does not have. Otherwise
+`TokenPipeline` uses worker threads, as before. The child counts the role names first (the parent never
+loads the encoding's ranks), then builds the full core while the parent parses its first batch, and serves
+the training file and then the validation file.
 
 **Protocol.** There are two pipes. Each frame is an 8-byte little-endian length and then the payload. From
 parent to child the payload is `marshal.dumps(list of str)`: marshal keeps lone surrogates, and both ends are
@@ -59,6 +62,14 @@ PIPE_BYTES = 1 << 20  # Linux's default most an unprivileged process may ask for
 def fork_allowed(cpus: int) -> bool:
     """Whether a counting process may be forked now: it can be, it gains a core, and it is safe."""
     return hasattr(os, "fork") and cpus >= 2 and threading.active_count() == 1
+
+
+def wanted(choice: bool | None, size: int | None, batch_bytes: int, cpus: int) -> bool:
+    """Whether to fork one: as `choice` says (`ValidationOptions.counting_process`), or when None, for a source
+    of more than one batch where `fork_allowed`."""
+    if choice is not None:
+        return choice
+    return size is not None and size > batch_bytes and fork_allowed(cpus)
 
 
 class CountingProcess:
@@ -216,8 +227,11 @@ def _widen(fd: int) -> None:
 
 
 def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
-    """The child's loop: a batch in, its counts out, until the parent closes the pipe."""
+    """The child's loop: a batch in, its counts out, until the parent closes the pipe. The first request is the
+    role names (a small core counts them at once); the full core is built right after, while the parent
+    parses its first batch."""
     with open(requests_fd, "rb") as requests, open(answers_fd, "wb") as answers:
+        first = True
         while True:
             payload = _frame(requests)
             if payload is None:
@@ -226,6 +240,9 @@ def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
             answers.write(_LENGTH.pack(len(counts)))
             answers.write(counts)
             answers.flush()
+            if first:
+                first = False
+                tokenizer.load_full()
 
 
 def _frame(stream: BinaryIO) -> bytes | None:

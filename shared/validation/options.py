@@ -36,7 +36,7 @@ class ValidationOptions(BaseModel):
     threads: int | None = Field(None, gt=0, description="tokenizer threads; default: usable CPUs (max 4)")
     counting_process: bool | None = Field(
         None,
-        description="count tokens in a forked process on another core (counting_process.py); None: when a file "
-        "has more than one batch and it is safe (os.fork, 2+ usable CPUs, no other thread running)",
+        description="count tokens in a forked process on another core (counting_process.py); None: for a file "
+        "or bytes of more than one batch, where it is safe (os.fork, 2+ usable CPUs, no other thread running)",
     )
     chunk_size: int = Field(1 * MIB, gt=0, description="bytes read per `.read(n)` call")

@@ -7,6 +7,8 @@ held; a line longer than `max_line_bytes` is skipped unread and reported as `Non
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
@@ -49,6 +51,21 @@ def iter_chunks(source: Source, chunk_size: int) -> Iterator[bytes]:
                 raise SourceError(f"the chunk iterable yielded {type(chunk).__name__}, not bytes")
             if chunk:
                 yield bytes(chunk)
+
+
+def known_size(source: Source) -> int | None:
+    """The bytes left to read in `source` when that can be known without reading: `bytes`, or a regular file
+    opened in binary mode (from its position); None for other streams and chunk iterables."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    fileno, tell = getattr(source, "fileno", None), getattr(source, "tell", None)
+    if not callable(fileno) or not callable(tell):
+        return None
+    try:
+        status = os.fstat(fileno())
+        return max(status.st_size - tell(), 0) if stat.S_ISREG(status.st_mode) else None
+    except (OSError, ValueError):  # not a real file (io.BytesIO has no fileno), or closed
+        return None
 
 
 @dataclass

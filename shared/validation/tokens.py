@@ -19,7 +19,6 @@ itself or a lone surrogate falls back to one `encode_ordinary` per string.
 from __future__ import annotations
 
 import os
-import resource
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .chunk_counts import Pending
-from .counting_process import CountingProcess, fork_allowed
+from .counting_process import CountingProcess
 from .encodings import SEPARATOR, Core, encoding
 from .statistics import Histogram
 
@@ -73,11 +72,24 @@ class Tokenizer:
         except UnicodeEncodeError:  # a lone surrogate: repaired as tiktoken.Encoding.encode_ordinary does
             return len(core.bpe.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
 
-    def prime_roles(self, roles: Iterable[str]) -> None:
-        """Count the role names in one go (one small core for all of them in a small validation)."""
+    def prime_roles(self, roles: Iterable[str], process: CountingProcess | None = None) -> None:
+        """Count the role names in one go (one small core for all of them in a small validation), by `process`
+        when one is given (which must owe nothing yet: answers come back in order), so this process need not
+        load the encoding at all."""
         todo = sorted(set(roles) - self._role_cache.keys())
-        if todo:
-            self._role_cache.update(zip(todo, self.count_many(todo).tolist(), strict=True))
+        if not todo:
+            return
+        counts = None
+        if process is not None:
+            process.submit(todo)
+            counts = process.result()
+        if counts is None:
+            counts = self.count_many(todo)
+        self._role_cache.update(zip(todo, counts.tolist(), strict=True))
+
+    def load_full(self) -> None:
+        """Build the encoding's full core now (the counting process does, once it has answered the roles)."""
+        self._encoding.full()
 
     def role_tokens(self, role: str) -> int:
         n = self._role_cache.get(role)
@@ -304,10 +316,9 @@ class TokenFigures:
 class TokenPipeline:
     """Batches examples and counts them beside the calling thread, which goes on parsing.
 
-    Where it can (`counting_process.fork_allowed`, at the first full batch; `process` forces it either way),
-    a forked counting process counts every batch on another core. Otherwise each batch's texts are looked
-    up in the chunk table on the calling thread, and worker threads count what is left (one tiktoken call
-    with the GIL released).
+    Given a counting process (counting_process.py: `validate` forks one where it pays and is safe), every
+    batch goes to it, on another core. Otherwise each batch's texts are looked up in the chunk table on the
+    calling thread, and worker threads count what is left (one tiktoken call with the GIL released).
 
     A bounded number of batches is in flight; results are folded in submission order (line order kept)
     into `TokenFigures`, on the calling thread. Long non-assistant texts seen before are counted once
@@ -325,20 +336,16 @@ class TokenPipeline:
         limit: int,
         keep_over_limit: int,
         cache: TokenCache | None = None,
-        process: bool | None = None,
+        process: CountingProcess | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        cpus = usable_cpus()
-        workers = threads or min(cpus, 4)
+        workers = threads or min(usable_cpus(), 4)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokens")
-        self._max_in_flight = workers + 1
+        self._max_in_flight = self.PROCESS_IN_FLIGHT if process is not None else workers + 1
         self._in_flight: deque[_InFlight] = deque()
         self._batch = TokenBatch()
         self._cache = cache
-        self._fork = fork_allowed(cpus) if process is None else process  # decided again at the first full batch
-        self._decide_fork = process is None
-        self.process: CountingProcess | None = None
-        self.process_usage: resource.struct_rusage | None = None  # the counting process's, once it is reaped
+        self.process = process  # its owner closes it
         self.figures = TokenFigures(limit=limit, keep_over_limit=keep_over_limit)
 
     def add(
@@ -357,16 +364,7 @@ class TokenPipeline:
         if process is not None and process.unsent:
             process.pump()
         if self._batch.chars >= self.BATCH_CHARS:
-            if self._fork and self.process is None:
-                self._start_process()
             self._submit()
-
-    def _start_process(self) -> None:
-        self._fork = False
-        if self._decide_fork and not fork_allowed(usable_cpus()):
-            return
-        self.process = CountingProcess(self.tokenizer)
-        self._max_in_flight = self.PROCESS_IN_FLIGHT
 
     def _use_cache(self, cache: TokenCache, fixed: int, texts: list[str]) -> tuple[int, list[str]]:
         """Cached counts go into `fixed`; the other texts stay, those seen before marked for the cache."""
@@ -433,5 +431,3 @@ class TokenPipeline:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self.process is not None:
-            self.process_usage = self.process.close() or self.process_usage

@@ -14,19 +14,21 @@ from typing import Any, cast
 
 from shared import open_weight
 
+from . import counting_process
 from .codes import CODES, Code
+from .counting_process import CountingProcess
 from .duplicates import DuplicateFinder
 from .formats import CHECKERS, ROLES, detect_format
 from .issues import IssueLog
 from .model_limits import DEFAULT_MODEL, DPO_MODELS, ModelProfile, profile_for, supports_dpo
 from .options import ValidationOptions
 from .plain_chat import plain_chat_line, role_overheads
-from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines
+from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines, known_size
 from .reinforcement import SFT_ONLY_CODES, check_example
 from .report import DataFormat, FileSummary, LineEndings, TokenStats, ValidationReport, Which
 from .sensitive import Finding, SensitiveScanner
 from .statistics import estimate
-from .tokens import TokenCache, TokenFigures, Tokenizer, TokenPipeline
+from .tokens import TokenCache, TokenFigures, Tokenizer, TokenPipeline, usable_cpus
 
 __all__ = ["DEFAULT_MODEL", "validate"]
 
@@ -101,6 +103,7 @@ def _scan_file(
     cache: TokenCache,
     options: ValidationOptions,
     log: IssueLog,
+    process: CountingProcess | None,
     reference: DuplicateFinder | None = None,
 ) -> _Scan:
     result = _Scan(DuplicateFinder(options.max_listed_warnings, reference=reference))
@@ -111,9 +114,9 @@ def _scan_file(
         limit=limit,
         keep_over_limit=options.max_listed_warnings,
         cache=cache,
-        process=options.counting_process,
+        process=process,
     )
-    tokenizer.prime_roles(ROLES)
+    tokenizer.prime_roles(ROLES, process)
     role_tokens = tokenizer.role_tokens
     overheads = role_overheads(role_tokens)
     remember = result.duplicates.add
@@ -407,6 +410,26 @@ def validate(
     options = options or ValidationOptions()
     profile = profile_for(model)
     tokenizer = Tokenizer(profile.tokenizer)
+    forking = counting_process.wanted(
+        options.counting_process, known_size(training), TokenPipeline.BATCH_CHARS, usable_cpus()
+    )
+    process = CountingProcess(tokenizer) if forking else None
+    try:
+        return _validate(training, validation, model, options, profile, tokenizer, process)
+    finally:
+        if process is not None:
+            process.close()
+
+
+def _validate(
+    training: Source,
+    validation: Source | None,
+    model: str,
+    options: ValidationOptions,
+    profile: ModelProfile,
+    tokenizer: Tokenizer,
+    process: CountingProcess | None,
+) -> ValidationReport:
     limit = options.tokens_per_example_limit or profile.tokens_per_example_limit
     log = IssueLog(options.max_listed_errors, options.max_listed_warnings)
     # Open-weight models (shared/open_weight.py) are fine-tunable but have no entry (their tokenizers are not
@@ -431,6 +454,7 @@ def validate(
         "cache": TokenCache(),
         "options": options,
         "log": log,
+        "process": process,
     }
     train = _scan_file(training, "training", **kwargs)
     if train.format == "preference" and profile.known and not supports_dpo(model):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tiktoken
 
-from shared.validation import ValidationOptions, tokens, validate
-from shared.validation.counting_process import CountingProcess, fork_allowed
+from shared.validation import ValidationOptions, tokens, validate, validator
+from shared.validation.counting_process import CountingProcess, fork_allowed, wanted
+from shared.validation.reading import known_size
 from shared.validation.tokens import Tokenizer
 
 from .examples import jsonl
@@ -83,7 +84,7 @@ class Recorded(CountingProcess):
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Recorded]]:
     Recorded.made = []
     Recorded.kill_after = None
-    monkeypatch.setattr(tokens, "CountingProcess", Recorded)
+    monkeypatch.setattr(validator, "CountingProcess", Recorded)
     yield Recorded
     for made in Recorded.made:
         with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
@@ -101,9 +102,9 @@ def test_reports_are_the_same_with_the_process(small_batches: None, recorded: ty
     assert recorded.made == []
     with_process = report(data, True)
     assert with_process == without
-    trained, validated = recorded.made  # one per file: the validation file is more than one batch too
-    assert trained.batches > 20 and not trained.lost and not validated.lost
-    assert trained.usage is not None and trained.usage.ru_utime > 0  # the child did the counting
+    (process,) = recorded.made  # one for the whole validation: the training file, then the validation file
+    assert process.batches > 30 and not process.lost
+    assert process.usage is not None and process.usage.ru_utime > 0  # the child did the counting
     assert "tokens_over_limit" in without and "lone surrogate" not in without  # the limit, and counted lines
 
 
@@ -167,16 +168,33 @@ def test_the_process_is_forked_only_where_it_is_safe_and_pays(monkeypatch: pytes
     assert not fork_allowed(8)
 
 
-def test_auto_forks_at_the_first_full_batch_only(
-    small_batches: None, recorded: type[Recorded], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tokens, "fork_allowed", lambda cpus: True)
-    small = training_file(3)
-    assert len(small) < tokens.TokenPipeline.BATCH_CHARS
-    validate(small, options=ValidationOptions(min_examples=1))
-    assert recorded.made == []  # one batch: not worth a process
-    validate(training_file(), options=ValidationOptions(min_examples=1))
-    assert len(recorded.made) == 1
-    monkeypatch.setattr(tokens, "fork_allowed", lambda cpus: False)
-    validate(training_file(), options=ValidationOptions(min_examples=1))
-    assert len(recorded.made) == 1
+def test_auto_forks_for_a_source_known_to_be_larger_than_one_batch(tmp_path: Any) -> None:
+    big, small = training_file(), training_file(3)
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(big)
+    with open(path, "rb") as f:
+        f.read(100)
+        assert known_size(f) == len(big) - 100  # what is left to read
+    assert known_size(big) == len(big) and known_size(iter([big])) is None  # a blob's chunks: unknown
+    batch = 8 * 1024
+    assert wanted(None, len(big), batch, 2) == fork_allowed(2)
+    assert not wanted(None, len(small), batch, 2)  # one batch: nothing to overlap
+    assert not wanted(None, None, batch, 2)  # unknown size: threads
+    assert wanted(True, None, batch, 1) and not wanted(False, len(big), batch, 8)  # the option decides
+
+
+def test_the_parent_never_loads_the_encoding(small_batches: None, recorded: type[Recorded]) -> None:
+    """The child counts the role names too, so the validating process builds no core, small or full."""
+    built: list[int] = []
+    real = validator.Tokenizer
+
+    class Watched(real):  # type: ignore[misc, valid-type]
+        def count_many(self, texts: Sequence[str]) -> Any:
+            built.append(os.getpid())
+            return super().count_many(texts)
+
+    parent = os.getpid()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validator, "Tokenizer", Watched)
+        validate(training_file(), options=ValidationOptions(counting_process=True))
+    assert parent not in built
