@@ -19,7 +19,10 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+
+if TYPE_CHECKING:
+    from shared.validation.counting_process import CountingProcess
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -90,12 +93,36 @@ def _rft_options(path: str) -> dict[str, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    training = _readable(args.path)
+    validation = _readable(args.validation) if args.validation else None
+    process = _counting_process(training, args.model)  # forked before pydantic and the validator load
+    try:
+        return _validate(args, training, validation, process)
+    finally:
+        if process is not None:
+            process.close()  # validate closed it already, unless it never ran (closing twice is harmless)
+
+
+def _counting_process(training: Path, model: str | None) -> CountingProcess | None:
+    """A counting process for a training file of more than one batch, where forking one is safe and pays
+    (shared/validation/counting_process.py). Forked now, after numpy and tiktoken load and before the rest:
+    it loads the encoding while this process loads the validator."""
+    from shared.validation import counting_process
+    from shared.validation.model_limits import DEFAULT_MODEL, profile_for
+    from shared.validation.tokens import Tokenizer, TokenPipeline, usable_cpus
+
+    if not counting_process.wanted(None, training.stat().st_size, TokenPipeline.BATCH_CHARS, usable_cpus()):
+        return None
+    return counting_process.CountingProcess(Tokenizer(profile_for(model or DEFAULT_MODEL).tokenizer))
+
+
+def _validate(
+    args: argparse.Namespace, training: Path, validation: Path | None, process: CountingProcess | None
+) -> int:
     from pydantic import ValidationError
 
     from shared.validation import DEFAULT_MODEL, ValidationOptions, validate
 
-    training = _readable(args.path)
-    validation = _readable(args.validation) if args.validation else None
     overrides = {
         "max_bytes": args.max_bytes,
         "min_examples": args.min_examples,
@@ -126,9 +153,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         with Progress(training, enabled=show) as train_f:
             if validation is not None:
                 with Progress(validation, enabled=show) as valid_f:
-                    report = validate(train_f, validation=valid_f, model=model, options=options)
+                    report = validate(train_f, validation=valid_f, model=model, options=options, process=process)
             else:
-                report = validate(train_f, model=model, options=options)
+                report = validate(train_f, model=model, options=options, process=process)
     except Exception as exc:
         if _tokenizer_unavailable(exc):
             raise _Usage(_tokenizer_message(model)) from None

@@ -7,31 +7,53 @@
 Also `split_examples` (a deterministic train/validation split) and `convert` (CSV, TSV, XLSX, JSON,
 JSONL to JSONL). The report fields and every issue code are documented in docs/validation.md.
 
-Importing this package is light (pydantic models only): numpy, tiktoken and the validator load on the first
-`validate` call, so a cold start that never validates (a timer tick, an HTTP read) does not pay for them.
+Importing this package loads nothing: each name loads its module on first use, so a cold start that never
+validates (a timer tick, an HTTP read) does not pay for numpy, tiktoken or the validator, and a caller may
+load the counting side (tokens.py: numpy, tiktoken) without the report's pydantic models.
 """
 
 from __future__ import annotations
 
-from .codes import CODES, Code
-from .model_limits import DEFAULT_MODEL
-from .options import ValidationOptions
-from .reading import Source, SourceError
-from .report import Distribution, Estimate, FileSummary, Issue, TokenStats, ValidationReport
-from .split import SplitResult, split_examples
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .codes import CODES, Code
+    from .model_limits import DEFAULT_MODEL
+    from .options import ValidationOptions
+    from .reading import Source, SourceError
+    from .report import Distribution, Estimate, FileSummary, Issue, TokenStats, ValidationReport
+    from .split import SplitResult, split_examples
+    from .validator import validate
+
+# Each public name, from the module it lives in: loaded on first use (PEP 562), so that importing one module of
+# the package (the CLI forks its counting process after numpy and tiktoken, before pydantic) loads only that one.
+_HOMES = {
+    "CODES": "codes",
+    "Code": "codes",
+    "DEFAULT_MODEL": "model_limits",
+    "ValidationOptions": "options",
+    "Source": "reading",
+    "SourceError": "reading",
+    "Distribution": "report",
+    "Estimate": "report",
+    "FileSummary": "report",
+    "Issue": "report",
+    "TokenStats": "report",
+    "ValidationReport": "report",
+    "SplitResult": "split",
+    "split_examples": "split",
+    "validate": "validator",
+}
 
 
-def validate(
-    training: Source,
-    *,
-    validation: Source | None = None,
-    model: str = DEFAULT_MODEL,
-    options: ValidationOptions | None = None,
-) -> ValidationReport:
-    """`shared.validation.validator.validate` (see there), imported on first use."""
-    from .validator import validate as run
-
-    return run(training, validation=validation, model=model, options=options)
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
@@ -42,6 +64,7 @@ __all__ = [
     "Estimate",
     "FileSummary",
     "Issue",
+    "Source",
     "SourceError",
     "SplitResult",
     "TokenStats",

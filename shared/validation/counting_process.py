@@ -25,7 +25,9 @@ answered (`select`). So the child never waits on a full answer pipe while the pa
 pipe, and neither can wait on the other forever.
 
 **Failures.** If the child dies or sends a wrong answer, `result` returns None for every batch it still owed,
-and the caller counts those batches itself, so the report is the same. `lost` records that this happened.
+and the caller counts those batches itself, so the report is the same. `lost` records that this happened;
+`error` holds the one line the child sends when it fails with an exception (also logged at INFO: nothing is
+lost, and the CLI keeps its one-line errors, e.g. an encoding that cannot be loaded offline).
 The child stops at the end of its input (the parent closed its pipe, or died). It ignores SIGINT, which the
 parent handles, and leaves with `os._exit`, so none of the parent's exit handlers run in it. The parent
 reaps it in `close`, which returns the child's resource usage.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import marshal
 import os
 import resource
@@ -42,7 +45,6 @@ import select
 import signal
 import struct
 import threading
-import traceback
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 _I64 = npt.NDArray[np.int64]
 _LENGTH = struct.Struct("<Q")
 _READ_BYTES = 1 << 20
+_FAILED = 1 << 63  # in a frame's length: the payload is the child's error, not counts
+log = logging.getLogger(__name__)
 PIPE_BYTES = 1 << 20  # Linux's default most an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
 
 
@@ -89,9 +93,8 @@ class CountingProcess:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 _serve(tokenizer, to_child, from_child)
                 code = 0
-            except BaseException:  # noqa: BLE001 - anything: say what, then the parent counts for itself
-                with contextlib.suppress(OSError):  # to the file descriptor: os._exit flushes no Python buffer
-                    os.write(2, f"token counting process: {traceback.format_exc()}".encode("utf-8", "replace"))
+            except BaseException as exc:  # noqa: BLE001 - anything: the parent is told why, and counts for itself
+                _say_why(from_child, exc)
             finally:
                 os._exit(code)
         os.close(to_child)
@@ -107,6 +110,7 @@ class CountingProcess:
         self._owed: deque[int] = deque()  # the number of texts of each batch sent and not yet answered
         self.alive = True
         self.lost = False  # the child died or misbehaved: the batches it owed were counted here
+        self.error: str | None = None  # what the child said went wrong, if it could
 
     @property
     def unsent(self) -> bool:
@@ -194,11 +198,17 @@ class CountingProcess:
         at = 0
         while len(inbox) - at >= _LENGTH.size:
             (n,) = _LENGTH.unpack_from(inbox, at)
-            if len(inbox) - at - _LENGTH.size < n:
+            size = n & ~_FAILED
+            if len(inbox) - at - _LENGTH.size < size:
                 break
             start = at + _LENGTH.size
-            self._ready.append(np.frombuffer(bytes(inbox[start : start + n]), dtype=np.int64))
-            at = start + n
+            payload = bytes(inbox[start : start + size])
+            at = start + size
+            if n & _FAILED:
+                self.error = payload.decode("utf-8", "replace")
+                log.info("the token counting process failed (%s): its batches are counted here", self.error)
+            else:
+                self._ready.append(np.frombuffer(payload, dtype=np.int64))
         del inbox[:at]
 
     def _give_up(self, *, kill: bool = True) -> None:
@@ -230,7 +240,8 @@ def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
     """The child's loop: a batch in, its counts out, until the parent closes the pipe. The first request is the
     role names (a small core counts them at once); the full core is built right after, while the parent
     parses its first batch."""
-    with open(requests_fd, "rb") as requests, open(answers_fd, "wb") as answers:
+    # closefd=False: on an error the answer pipe stays open for `_say_why` (os._exit closes both)
+    with open(requests_fd, "rb", closefd=False) as requests, open(answers_fd, "wb", closefd=False) as answers:
         first = True
         while True:
             payload = _frame(requests)
@@ -243,6 +254,14 @@ def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
             if first:
                 first = False
                 tokenizer.load_full()
+
+
+def _say_why(answers_fd: int, exc: BaseException) -> None:
+    """A last frame, flagged: the error in one line (no traceback: the report is complete without the child)."""
+    why = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4096]
+    with contextlib.suppress(OSError):  # written straight to the descriptor: os._exit flushes no Python buffer
+        os.set_blocking(answers_fd, True)
+        os.write(answers_fd, _LENGTH.pack(_FAILED | len(why)) + why)
 
 
 def _frame(stream: BinaryIO) -> bytes | None:

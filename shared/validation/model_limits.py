@@ -9,8 +9,10 @@ checkpoints (gpt-4o-mini-2024-07-18.ft-...) resolve to their family.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .report import DataFormat
+if TYPE_CHECKING:
+    from .report import DataFormat
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 CHAT_FORMATS: frozenset[DataFormat] = frozenset({"chat", "preference"})

@@ -8,14 +8,15 @@ on the full array (`np.percentile`'s default linear method, reproduced step for 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from shared.epochs import default_epochs
 
-from .report import Distribution, Estimate
+if TYPE_CHECKING:  # the report's pydantic models load where a report is made: tokens.py forks before that
+    from .report import Distribution, Estimate
 
 # The service's default-epochs rule lives in shared.epochs (the emulator uses the same function).
 __all__ = ["default_epochs", "distribution", "estimate"]
@@ -27,6 +28,8 @@ def distribution(values: Any) -> Distribution | None:
     if arr.size == 0:
         return None
     p10, median, p90 = np.percentile(arr, [10, 50, 90])
+    from .report import Distribution
+
     return Distribution(
         min=float(arr.min()),
         mean=round(float(arr.mean()), 3),
@@ -102,6 +105,8 @@ class Histogram:
 
         p10, median, p90 = (_percentile(at, n, q) for q in (10, 50, 90))
         total = float(int(np.dot(values, counts)))  # exact below 2**53, as numpy's float64 sum of the array
+        from .report import Distribution
+
         return Distribution(
             min=float(values[0]),
             mean=round(total / n, 3),
@@ -136,6 +141,8 @@ def estimate(
     epochs = n_epochs if n_epochs is not None else default_epochs(n_examples)
     billed = billed_per_epoch * epochs
     cost = None if price_per_million_tokens is None else round(billed / 1_000_000 * price_per_million_tokens, 4)
+    from .report import Estimate
+
     return Estimate(
         n_epochs=epochs,
         epochs_source="option" if n_epochs is not None else "default",

@@ -400,20 +400,25 @@ def validate(
     validation: Source | None = None,
     model: str = DEFAULT_MODEL,
     options: ValidationOptions | None = None,
+    process: CountingProcess | None = None,
 ) -> ValidationReport:
     """Validate a training file (and a validation file) for fine-tuning `model`; never holds the files.
 
     `training` / `validation`: a binary file-like (`.read(n)`), an iterable of `bytes` chunks (a blob's
     `download_blob().chunks()`), or `bytes`. Errors raised by the stream itself (network, disk) propagate,
     so a caller can retry; everything about the content is in the report.
+
+    `process`: a counting process the caller forked for `model`'s encoding (the CLI does, before it loads
+    the report's models: counting_process.py); `validate` closes it. Without one, `validate` forks one
+    itself where that pays and is safe (`ValidationOptions.counting_process`).
     """
     options = options or ValidationOptions()
     profile = profile_for(model)
     tokenizer = Tokenizer(profile.tokenizer)
-    forking = counting_process.wanted(
+    if process is None and counting_process.wanted(
         options.counting_process, known_size(training), TokenPipeline.BATCH_CHARS, usable_cpus()
-    )
-    process = CountingProcess(tokenizer) if forking else None
+    ):
+        process = CountingProcess(tokenizer)
     try:
         return _validate(training, validation, model, options, profile, tokenizer, process)
     finally:

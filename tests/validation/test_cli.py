@@ -150,7 +150,10 @@ def _cli(*argv: str, env: dict[str, str] | None = None, **kwargs: object) -> sub
     )
 
 
-def test_offline_without_encodings_is_one_sentence_not_a_traceback(good: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lines", [12, 5000], ids=["small", "large: the counting process fails first"])
+def test_offline_without_encodings_is_one_sentence_not_a_traceback(lines: int, tmp_path: Path) -> None:
+    good = tmp_path / "train.jsonl"
+    good.write_bytes(jsonl([chat(i) for i in range(lines)]))
     empty = tmp_path / "no-encodings"
     empty.mkdir()
     # An unreachable proxy makes the download fail the same way on any machine, with or without internet;

@@ -3,6 +3,8 @@ and when it dies halfway; it is never forked where that is unsafe; it is always 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import resource
 import signal
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-from shared.validation import ValidationOptions, tokens, validate, validator
+from shared.validation import ValidationOptions, counting_process, tokens, validate, validator
 from shared.validation.counting_process import CountingProcess, fork_allowed, wanted
 from shared.validation.reading import known_size
 from shared.validation.tokens import Tokenizer
@@ -117,7 +119,11 @@ def test_a_child_killed_halfway_loses_nothing(small_batches: None, recorded: typ
 
 
 def test_a_child_that_fails_says_why_and_loses_nothing(
-    small_batches: None, recorded: type[Recorded], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    small_batches: None,
+    recorded: type[Recorded],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     data = training_file()
     without = report(data, False)
@@ -132,9 +138,12 @@ def test_a_child_that_fails_says_why_and_loses_nothing(
 
     parent = os.getpid()
     monkeypatch.setattr(Tokenizer, "count_many", failing)  # the child is a fork: it has the patch
-    assert report(data, True) == without
-    assert recorded.made[0].lost
-    assert "RuntimeError: counting broke in the child" in capfd.readouterr().err
+    with caplog.at_level(logging.INFO, logger="shared.validation.counting_process"):
+        assert report(data, True) == without
+    (process,) = recorded.made
+    assert process.lost and process.error == "RuntimeError: counting broke in the child"
+    assert "counting broke in the child" in caplog.text
+    assert capfd.readouterr().err == ""  # one line in the log, no traceback on the terminal
 
 
 def test_answers_larger_than_the_pipes_never_deadlock() -> None:
@@ -198,3 +207,29 @@ def test_the_parent_never_loads_the_encoding(small_batches: None, recorded: type
         patch.setattr(validator, "Tokenizer", Watched)
         validate(training_file(), options=ValidationOptions(counting_process=True))
     assert parent not in built
+
+
+def test_the_cli_forks_before_loading_the_validator_and_prints_the_same_report(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import main
+
+    big = training_file(2000)
+    assert len(big) > tokens.TokenPipeline.BATCH_CHARS
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(big)
+    made: list[CountingProcess] = []
+
+    class Counted(CountingProcess):
+        def __init__(self, tokenizer: Tokenizer) -> None:
+            super().__init__(tokenizer)
+            made.append(self)
+
+    monkeypatch.setattr(counting_process, "fork_allowed", lambda cpus: True)
+    monkeypatch.setattr(counting_process, "CountingProcess", Counted)
+    assert main(["validate", str(path), "--json"]) == 1  # the over-limit line and the broken lines
+    printed = json.loads(capsys.readouterr().out)
+    expected = validate(big, options=ValidationOptions(counting_process=False))
+    assert printed == json.loads(expected.model_dump_json())
+    (process,) = made
+    assert not process.lost and process.pid == 0  # it served the run, and was reaped
