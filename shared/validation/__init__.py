@@ -17,21 +17,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .model_limits import DEFAULT_MODEL  # light (no pydantic): the default of `validate` below
+
 if TYPE_CHECKING:
     from .codes import CODES, Code
-    from .model_limits import DEFAULT_MODEL
+    from .counting_process import CountingProcess
     from .options import ValidationOptions
     from .reading import Source, SourceError
     from .report import Distribution, Estimate, FileSummary, Issue, TokenStats, ValidationReport
     from .split import SplitResult, split_examples
-    from .validator import validate
 
 # Each public name, from the module it lives in: loaded on first use (PEP 562), so that importing one module of
 # the package (the CLI forks its counting process after numpy and tiktoken, before pydantic) loads only that one.
 _HOMES = {
     "CODES": "codes",
     "Code": "codes",
-    "DEFAULT_MODEL": "model_limits",
     "ValidationOptions": "options",
     "Source": "reading",
     "SourceError": "reading",
@@ -43,8 +43,22 @@ _HOMES = {
     "ValidationReport": "report",
     "SplitResult": "split",
     "split_examples": "split",
-    "validate": "validator",
 }
+
+
+def validate(
+    training: Source,
+    *,
+    validation: Source | None = None,
+    model: str = DEFAULT_MODEL,
+    options: ValidationOptions | None = None,
+    process: CountingProcess | None = None,
+) -> ValidationReport:
+    """`shared.validation.validator.validate` (see there), imported on first use: no name of this package
+    loads numpy or tiktoken until `validate` is called."""
+    from .validator import validate as run
+
+    return run(training, validation=validation, model=model, options=options, process=process)
 
 
 def __getattr__(name: str) -> Any:
