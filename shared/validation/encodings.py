@@ -29,7 +29,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FunctionType
@@ -56,8 +56,16 @@ CHUNKABLE_PATTERNS = frozenset({O200K_PATTERN, CL100K_PATTERN})
 # Before a space that follows a non-whitespace character. Python's \s (str.isspace) holds every character
 # the regex crate's \s does and a few more (\x1c-\x1f), so \S here is never whitespace to tiktoken.
 _CHUNK_CUT = re.compile(r"(?<=\S)(?= )")
-SMALL_CORE_LOOKUPS = 200_000  # candidate substrings up to which a small core is built instead of the full one
+SMALL_CORE_LOOKUPS = 400_000  # candidate substrings up to which a small core is built instead of the full one
 MAX_SMALL_CORES = 8  # per encoding and process; past that the full core
+# A call of at most this many texts, each of at most this many characters from `_SIMPLE`, is counted by
+# `bpe_count` in Python from the ranks (no core): the chunks a batch misses in the chunk table once it is warm.
+PYTHON_BPE_TEXTS = 512
+PYTHON_BPE_CHARS = 32
+# Printable ASCII, the letters of Latin-1 and Latin Extended-A, and the basic Cyrillic block: characters whose
+# classes (letter case, number, punctuation, space) Python's `regex` and tiktoken's fancy-regex agree on, as
+# tests/validation/test_encodings.py checks for every one of them against tiktoken.
+_SIMPLE = re.compile("[ -~\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f\u0400-\u045f]+")
 
 
 def _default_cache_dir() -> Path | None:
@@ -178,6 +186,25 @@ def _core(spec: _Spec, ranks: dict[bytes, int]) -> Core:
     return Core(bpe, int(spec.special_tokens[SEPARATOR]))
 
 
+def bpe_count(ranks: dict[bytes, int], piece: bytes) -> int:
+    """Tokens of one regex piece, as tiktoken counts them (lib.rs: the piece's own rank if it has one, else
+    `byte_pair_merge`: merge the adjacent pair whose joined bytes have the lowest rank, the leftmost of equal
+    ones, until no pair has a rank)."""
+    if piece in ranks:
+        return 1
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        best, at = None, -1
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and (best is None or rank < best):
+                best, at = rank, i
+        if best is None:
+            break
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
+    return len(parts)
+
+
 def chunks(text: str) -> list[str]:
     """`text` cut before every space that follows a non-whitespace character: each piece is inside one chunk."""
     return _CHUNK_CUT.split(text)
@@ -202,6 +229,7 @@ class Encoding:
         self._spec: _Spec | None = None
         self._chunkable: bool | None = None
         self.small_cores = 0  # built so far (for tests and the benchmark)
+        self._split: Callable[[str], list[str]] | None = None  # the pattern in Python's regex (count_in_python)
         self.chunk_counts = ChunkCounts()  # counts of short chunks, for every validation in this process
 
     def chunkable(self) -> bool:
@@ -238,6 +266,31 @@ class Encoding:
                     self.small_cores += 1
                     return _core(spec, subset)
         return self.full()
+
+    def count_in_python(self, texts: Sequence[str]) -> list[int] | None:
+        """Token counts of a few short simple texts (`_SIMPLE`) from the ranks, without a core; None when the
+        full core exists, or the texts are more, longer or other than that (then a core counts them).
+
+        Exact: the pattern cuts such a text into the same pieces in Python's `regex` as in tiktoken's
+        fancy-regex (the classes the patterns use agree on these characters), and each piece is counted as
+        tiktoken counts it (`bpe_count`). tests/validation/test_encodings.py checks both against tiktoken, for
+        every one of these characters and by hypothesis."""
+        if self._full is not None or len(texts) > PYTHON_BPE_TEXTS:
+            return None
+        fullmatch = _SIMPLE.fullmatch
+        if not all(len(t) <= PYTHON_BPE_CHARS and fullmatch(t) for t in texts):
+            return None
+        with self._lock:
+            spec = self._spec_or_none()
+            if spec is None:
+                return None
+            split = self._split
+            if split is None:
+                import regex  # tiktoken's own dependency
+
+                split = self._split = regex.compile(spec.pattern).findall
+        ranks = spec.ranks
+        return [sum(bpe_count(ranks, piece.encode("utf-8")) for piece in split(t)) for t in texts]
 
     @staticmethod
     def too_large(texts: Sequence[str]) -> bool:

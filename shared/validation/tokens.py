@@ -114,8 +114,6 @@ class Tokenizer:
         encoding = self._encoding
         if not self._reuse_chunks or not encoding.chunkable():
             return None
-        if encoding.too_large(texts):
-            encoding.full()  # a large input: the full core now, as core_for would pick for the whole batch
         return encoding.chunk_counts.look_up(texts)
 
     def count_joined(self, texts: Sequence[str]) -> _I64:
@@ -125,6 +123,9 @@ class Tokenizer:
         across a text's edge)."""
         if not texts:
             return np.zeros(0, dtype=np.int64)
+        few = self._encoding.count_in_python(texts)  # what a warm chunk table misses: no core needed
+        if few is not None:
+            return np.array(few, dtype=np.int64)
         core = self._encoding.core_for(texts)
         try:
             raw = core.bpe.encode_to_tiktoken_buffer(SEPARATOR.join(texts) + SEPARATOR, self._allowed)
@@ -397,6 +398,11 @@ class TokenPipeline:
 
     def _count_here(self, batch: TokenBatch) -> _InFlight:
         pending = self.tokenizer.look_up(batch.texts)  # numpy on this thread: on a worker it waits for the GIL
+        if pending is not None and pending.waiting and not self._in_flight:
+            # nothing in flight (the first batch): fill the table now, so the next batches find its chunks
+            # instead of each counting them again
+            pending.complete(self.tokenizer.count_joined)
+            return _InFlight(batch, pending)
         if pending is None:
             counting = self._pool.submit(count_texts, self.tokenizer, batch.texts)
         elif pending.waiting:

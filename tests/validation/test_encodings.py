@@ -198,3 +198,57 @@ def test_a_large_input_gets_the_full_core_and_keeps_it(fresh: Path) -> None:
     assert enc.core_for(big) is enc.full()
     assert enc._spec is None  # the Python ranks are let go once the Rust core has them
     assert enc.core_for(["tiny"]) is enc.full() and enc.small_cores == 0
+
+
+# ---- counting a warm table's misses in Python (Encoding.count_in_python) ------------------------------------
+
+SIMPLE = [chr(c) for c in range(0x110000) if encodings._SIMPLE.fullmatch(chr(c))]
+SIMPLE_TEXTS = st.lists(
+    st.sampled_from([*SIMPLE, "'s", "'T", "123", "  ", "... ", "https://", "e.g."]), min_size=1, max_size=12
+).map(lambda parts: "".join(parts)[: encodings.PYTHON_BPE_CHARS])
+
+
+@functools.cache
+def _encoding(name: str) -> encodings.Encoding:
+    return encodings.Encoding(name)  # never given a full core: count_in_python always answers
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_python_counts_every_simple_character_as_tiktoken_does(name: str) -> None:
+    """Every character `count_in_python` takes, alone and where pieces meet it (before and after letters,
+    digits, spaces, punctuation and an apostrophe), against tiktoken."""
+    enc, exact = _encoding(name), tiktoken.get_encoding(name)
+    assert len(SIMPLE) == 95 + 190 + 96  # printable ASCII, Latin-1 and Extended-A letters, basic Cyrillic
+    texts = [t for c in SIMPLE for t in (c, f" {c}", f"{c}!", f"a{c}b", f"1{c}2", f"{c}{c}'s", f"X{c} {c}y")]
+    for start in range(0, len(texts), encodings.PYTHON_BPE_TEXTS):
+        batch = texts[start : start + encodings.PYTHON_BPE_TEXTS]
+        assert enc.count_in_python(batch) == [len(exact.encode_ordinary(t)) for t in batch]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SIMPLE_TEXTS, min_size=1, max_size=20))
+def test_python_counts_like_tiktoken(texts: list[str]) -> None:
+    for name in NAMES:
+        exact = tiktoken.get_encoding(name)
+        assert _encoding(name).count_in_python(texts) == [len(exact.encode_ordinary(t)) for t in texts]
+
+
+def test_python_counts_only_what_it_can_vouch_for(fresh: Path) -> None:
+    enc = encodings.Encoding("o200k_base")
+    exact = tiktoken.get_encoding("o200k_base")
+    assert enc.count_in_python(["Zürich!", " Ключ?"]) == [len(exact.encode_ordinary(t)) for t in ("Zürich!", " Ключ?")]
+    assert enc.count_in_python(["東京"]) is None  # outside the characters checked above
+    assert enc.count_in_python(["x" * (encodings.PYTHON_BPE_CHARS + 1)]) is None  # long: a core is cheaper
+    assert enc.count_in_python(["a"] * (encodings.PYTHON_BPE_TEXTS + 1)) is None  # many: a small core is cheaper
+    assert enc.count_in_python(["tab\there"]) is None  # control characters: not vouched for
+    enc.full()
+    assert enc.count_in_python(["hello"]) is None  # once the full core exists, it counts
+
+
+def test_bpe_count_merges_as_tiktoken() -> None:
+    ranks = {b"a": 0, b"b": 1, b"c": 2, b"ab": 3, b"bc": 4, b"abc": 5}
+    assert encodings.bpe_count(ranks, b"abc") == 1  # the piece's own rank
+    del ranks[b"abc"]
+    assert encodings.bpe_count(ranks, b"abc") == 2  # ab (rank 3) before bc (rank 4): "ab" + "c"
+    assert encodings.bpe_count(ranks, b"abab") == 2  # equal pairs: the leftmost merges first
+    assert encodings.bpe_count({b"a": 0}, b"aaa") == 3  # nothing to merge
