@@ -14,8 +14,7 @@ larger than one batch (`bytes`, or a regular file), and only where it is safe an
 and no other Python thread is running. Forking a process with other threads (the Functions host's worker
 has gRPC threads) can leave the child holding locks that belong to threads it does not have. Otherwise
 `TokenPipeline` uses worker threads, as before. The child counts the role names first (the parent never
-loads the encoding's ranks), then builds the full core while the parent parses its first batch, and serves
-the training file and then the validation file.
+loads the encoding's ranks), and serves the training file and then the validation file.
 
 **Protocol.** There are two pipes. Each frame is an 8-byte little-endian length and then the payload. From
 parent to child the payload is `marshal.dumps(list of str)`: marshal keeps lone surrogates, and both ends are
@@ -238,11 +237,9 @@ def _widen(fd: int) -> None:
 
 def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
     """The child's loop: a batch in, its counts out, until the parent closes the pipe. The first request is the
-    role names (a small core counts them at once); the full core is built right after, while the parent
-    parses its first batch."""
+    role names; the encoding is loaded for it, and a core (small or full) only when a batch needs one."""
     # closefd=False: on an error the answer pipe stays open for `_say_why` (os._exit closes both)
     with open(requests_fd, "rb", closefd=False) as requests, open(answers_fd, "wb", closefd=False) as answers:
-        first = True
         while True:
             payload = _frame(requests)
             if payload is None:
@@ -251,9 +248,6 @@ def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:
             answers.write(_LENGTH.pack(len(counts)))
             answers.write(counts)
             answers.flush()
-            if first:
-                first = False
-                tokenizer.load_full()
 
 
 def _say_why(answers_fd: int, exc: BaseException) -> None:

@@ -87,9 +87,6 @@ class Tokenizer:
             counts = self.count_many(todo)
         self._role_cache.update(zip(todo, counts.tolist(), strict=True))
 
-    def load_full(self) -> None:
-        """Build the encoding's full core now (the counting process does, once it has answered the roles)."""
-        self._encoding.full()
 
     def role_tokens(self, role: str) -> int:
         n = self._role_cache.get(role)
