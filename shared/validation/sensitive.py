@@ -177,6 +177,73 @@ class SensitiveScanner:
         return result
 
 
+class CleanPrefixes:
+    """Line prefixes known to hold no finding, so that only the rest of a line that starts with one is scanned:
+    the long system prompt most datasets repeat on every line, scanned once.
+
+    Exact: a prefix is kept only if it is `{"messages": [` and one whole message object, then `,` (and
+    spaces or tabs around), as orjson confirms, and a scan of the prefix alone finds nothing. No pattern here
+    can match across its end: none matches a `}`, and none can start with the `,` or a blank after it. A
+    match inside the prefix would hold a run of token characters (every secret pattern needs one) or an `@`
+    or a digit-separator-digit there, which the scan of the prefix alone looks at with the same windows, and
+    found nothing. So the findings of a line, and their counts, are those of its rest. Learnt from lines whose
+    first message is a repeated long system prompt; at most `MAX` prefixes, and learning stops after
+    `MAX_MISSES` attempts that failed (a file whose JSON escapes strings differently from orjson).
+    """
+
+    MAX = 16
+    MAX_MISSES = 64
+    KEY = 48  # bytes: prefixes are found by their first KEY bytes, then compared whole
+    _AFTER = re.compile(rb"[ \t]*\}[ \t]*,[ \t]*")
+
+    def __init__(self, *, secrets: bool, pii: bool) -> None:
+        self.secrets = secrets
+        self.pii = pii
+        self._by_key: dict[bytes, list[bytes]] = {}
+        self._count = 0
+        self.misses = 0
+
+    def length(self, data: bytes) -> int:
+        """The length of the known clean prefix `data` starts with, or 0."""
+        candidates = self._by_key.get(data[: self.KEY])
+        if candidates:
+            for prefix in candidates:
+                if data.startswith(prefix):
+                    return len(prefix)
+        return 0
+
+    @property
+    def learning(self) -> bool:
+        return self._count < self.MAX and self.misses < self.MAX_MISSES
+
+    def learn(self, data: bytes, first_content: str) -> None:
+        """Keep the prefix of `data` that ends after its first message, if that message's content is
+        `first_content` and the prefix passes the checks above."""
+        import orjson
+
+        needle = orjson.dumps(first_content)
+        at = data.find(needle)
+        after = self._AFTER.match(data, at + len(needle)) if at > 0 else None
+        prefix = data[: after.end()] if after is not None else b""
+        brace = prefix.rfind(b"}")
+        try:
+            parsed = orjson.loads(prefix[: brace + 1] + b"]}") if prefix else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        message = parsed["messages"][0] if isinstance(parsed, dict) and len(parsed) == 1 else None
+        if (
+            type(message) is not dict
+            or len(parsed["messages"]) != 1  # type: ignore[index]
+            or message.get("content") != first_content
+            or len(prefix) <= self.KEY
+            or scan(prefix, secrets=self.secrets, pii=self.pii)
+        ):
+            self.misses += 1
+            return
+        self._by_key.setdefault(prefix[: self.KEY], []).append(prefix)
+        self._count += 1
+
+
 def long_runs(shape: bytes) -> list[tuple[int, int]]:
     """(start, end) of every maximal run of `RUN_LENGTH`+ token characters (high bit set) in a block's shape.
 

@@ -26,7 +26,7 @@ from .plain_chat import plain_chat_line, role_overheads
 from .reading import BOM, Source, StreamFacts, iter_chunks, iter_lines, known_size
 from .reinforcement import SFT_ONLY_CODES, check_example
 from .report import DataFormat, FileSummary, LineEndings, TokenStats, ValidationReport, Which
-from .sensitive import Finding, SensitiveScanner
+from .sensitive import CleanPrefixes, Finding, SensitiveScanner
 from .statistics import estimate
 from .tokens import TokenCache, TokenFigures, Tokenizer, TokenPipeline, usable_cpus
 
@@ -122,6 +122,7 @@ def _scan_file(
     remember = result.duplicates.add
     scanner = SensitiveScanner(secrets=options.check_secrets, pii=options.check_pii)
     scanning = options.check_secrets or options.check_pii
+    prefixes = CleanPrefixes(secrets=options.check_secrets, pii=options.check_pii)
     blank_from: int | None = None
     blank_to = 0
     first_content = True
@@ -177,8 +178,14 @@ def _scan_file(
                         result.no_system.add(lineno)
                     if not plain.ends_with_assistant:
                         result.ends_without_assistant.add(lineno)
-                    if scanning and (found := scanner.add(lineno, data)):
-                        _log_findings(found, which, log)
+                    if scanning:
+                        skip = prefixes.length(data)
+                        if not skip and plain.has_system and prefixes.learning:
+                            first = plain.texts[0]
+                            if len(first) >= cache.MIN_CHARS and cache.get(first) is not None:  # it repeats
+                                prefixes.learn(data, first)
+                        if found := scanner.add(lineno, data[skip:] if skip else data):
+                            _log_findings(found, which, log)
                     remember(_line_hash(data), lineno)
                     pipeline.add(lineno, plain.messages, plain.fixed, plain.texts, plain.assistant_texts, len(data))
                     continue
