@@ -86,7 +86,7 @@ def _tricky_file() -> bytes:
     lines += [_line(u, prompt=PROMPT + " Escalate to sk-proj-AbCdEfGhIjKlMnOpQrStUvWx777.") for u in users] * 3
     lines += [_line(u, first_key="content") for u in users] * 3
     lines += [_line(u, spacing="") for u in users] * 3
-    lines += [_line(u).replace("Contoso".encode(), b"Conto\\u0073o") for u in users] * 3
+    lines += [_line(u).replace(b"Contoso", b"Conto\\u0073o") for u in users] * 3
     return b"\n".join(lines) + b"\n"
 
 
