@@ -6,7 +6,8 @@ hashes seen so far, each with the first line it came from, and the new ones are 
 hash is already there is a duplicate of that first line.
 
 Memory is bounded whatever the number of lines: the sorted array holds at most `CAPACITY` hashes (12 bytes
-each: 12 MB, twice that for a moment while merging). A file with more distinct lines than that switches to
+each: 12 MB), in buffers allocated once and merged into in place (a merge holds about 1 MB more, not a
+second copy). A file with more distinct lines than that switches to
 a sample chosen by hash value: only hashes below a threshold are kept, and the threshold halves each time
 the array fills again. A line is in the sample or not by its content alone, so every copy of a sampled line
 is seen and its duplicates are reported exactly, with the right first line; copies of unsampled lines are
@@ -43,14 +44,25 @@ class DuplicateFinder:
         if reference is not None:  # one budget for both files; the same sample, or a smaller one
             self.threshold = reference.threshold
             self.capacity = max(self.PENDING, self.capacity - len(reference.keys))
-        self.keys: _U64 = np.zeros(0, dtype=np.uint64)
-        self.lines: _U32 = np.zeros(0, dtype=np.uint32)
+        # The sorted hashes and their first lines: the first `_n` slots of buffers allocated once (pages are
+        # only committed as they fill), merged into in place, so a merge holds no second copy of them.
+        self._keys: _U64 = np.zeros(self.capacity + self.PENDING, dtype=np.uint64)
+        self._lines: _U32 = np.zeros(self.capacity + self.PENDING, dtype=np.uint32)
+        self._n = 0
         self._pending_keys = array("Q")
         self._pending_lines = array("I")
         self.found = 0
         self.first: list[tuple[int, int]] = []
         self.overlaps = 0
         self.first_overlaps: list[tuple[int, int]] = []
+
+    @property
+    def keys(self) -> _U64:
+        return self._keys[: self._n]
+
+    @property
+    def lines(self) -> _U32:
+        return self._lines[: self._n]
 
     @property
     def sampled_fraction(self) -> float:
@@ -98,13 +110,42 @@ class DuplicateFinder:
             _keep_first(self.first, self.keep, dup_lines[order], first_line[run][duplicate][order])
         new = ~known
         if new.any():
-            at = np.searchsorted(self.keys, run_keys[new])
-            self.keys = np.insert(self.keys, at, run_keys[new])
-            self.lines = np.insert(self.lines, at, run_lines[new])
-        while self.keys.size > self.capacity:
+            self._insert(run_keys[new], run_lines[new])
+        while self._n > self.capacity:
             self.threshold //= 2
-            kept = self.keys < np.uint64(self.threshold)
-            self.keys, self.lines = self.keys[kept], self.lines[kept]
+            self._keep_below(np.uint64(self.threshold))
+
+    _STEP = 1 << 16  # elements moved per numpy call in the in-place merge and compaction
+
+    def _insert(self, new_keys: _U64, new_lines: _U32) -> None:
+        """Merge sorted keys none of which is present yet into the sorted buffer, in place: the present ones
+        move up from the back, a slice at a time (each lands at or above where it was, above every slice not
+        yet moved), then the new ones go into the gaps left for them."""
+        n, m = self._n, int(new_keys.size)
+        keys, lines = self._keys, self._lines
+        at = np.searchsorted(keys[:n], new_keys) + np.arange(m)  # where each new key ends up
+        for hi in range(n, 0, -self._STEP):
+            lo = max(0, hi - self._STEP)
+            moving = keys[lo:hi].copy()
+            dest = np.searchsorted(new_keys, moving, side="right") + np.arange(lo, hi)
+            lines[dest] = lines[lo:hi].copy()
+            keys[dest] = moving
+        keys[at] = new_keys
+        lines[at] = new_lines
+        self._n = n + m
+
+    def _keep_below(self, threshold: np.uint64) -> None:
+        """Drop the keys at or above `threshold`, in place, a slice at a time from the front."""
+        keys, lines = self._keys, self._lines
+        kept = 0
+        for lo in range(0, self._n, self._STEP):
+            hi = min(self._n, lo + self._STEP)
+            below = keys[lo:hi] < threshold
+            count = int(below.sum())
+            keys[kept : kept + count] = keys[lo:hi][below]
+            lines[kept : kept + count] = lines[lo:hi][below]
+            kept += count
+        self._n = kept
 
     def lookup(self, keys: _U64) -> tuple[npt.NDArray[np.bool_], _U32]:
         """For each hash: whether it is known, and the first line it came from (meaningless where not)."""

@@ -301,3 +301,60 @@ def test_overlap_stays_exact_when_the_validation_file_is_sampled(monkeypatch: py
     assert valid.overlaps == 50  # ...its overlap with the training file is not
     where = {k: i for i, k in enumerate(train_keys, start=1)}
     assert valid.first_overlaps == [(i, where[k]) for i, k in enumerate(valid_keys, start=1) if k in where]
+
+
+def _merged_by_insert(keys: np.ndarray, lines: np.ndarray, new_keys: np.ndarray, new_lines: np.ndarray) -> tuple:
+    """What the in-place merge must give: numpy's own insert (the finder's previous way, two copies at once)."""
+    at = np.searchsorted(keys, new_keys)
+    return np.insert(keys, at, new_keys), np.insert(lines, at, new_lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 5000), st.integers(1, 3000), st.sampled_from([7, 64, 1 << 16]))
+def test_the_in_place_merge_is_numpys_insert(seed: int, n: int, m: int, step: int) -> None:
+    """Slices smaller and larger than the array, new keys before, between and after the present ones."""
+    rng = np.random.default_rng(seed)
+    pool = rng.choice(np.arange(1, 4 * (n + m), dtype=np.uint64), size=n + m, replace=False)
+    old, new = np.sort(pool[:n]), np.sort(pool[n:])
+    old_lines = rng.integers(1, 10**6, size=n).astype(np.uint32)
+    new_lines = rng.integers(1, 10**6, size=m).astype(np.uint32)
+    finder = DuplicateFinder(10, capacity=n + m)
+    finder._keys[:n], finder._lines[:n], finder._n = old, old_lines, n
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DuplicateFinder, "_STEP", step)
+        finder._insert(new, new_lines)
+        keys, lines = _merged_by_insert(old, old_lines, new, new_lines)
+        assert finder.keys.tolist() == keys.tolist() and finder.lines.tolist() == lines.tolist()
+        threshold = np.uint64(int(keys[len(keys) // 2]))
+        finder._keep_below(threshold)
+        kept = keys < threshold
+        assert finder.keys.tolist() == keys[kept].tolist() and finder.lines.tolist() == lines[kept].tolist()
+
+
+def test_duplicates_are_found_as_with_numpys_insert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many flushes into a small capacity (the threshold halves several times), in slices smaller than the
+    array: duplicates, first lines, the sample and the kept hashes are those of the same finder merging with
+    `np.insert` and compacting with a mask (its previous way)."""
+    monkeypatch.setattr(DuplicateFinder, "PENDING", 97)
+    monkeypatch.setattr(DuplicateFinder, "_STEP", 50)
+    rng = random.Random(11)
+    distinct = [rng.getrandbits(64) for _ in range(3000)]
+    keys = [rng.choice(distinct) if rng.random() < 0.4 else rng.getrandbits(64) for _ in range(6000)]
+
+    class ByInsert(DuplicateFinder):
+        def _insert(self, new_keys: Any, new_lines: Any) -> None:
+            merged = _merged_by_insert(self.keys, self.lines, new_keys, new_lines)
+            self._keys, self._lines, self._n = merged[0], merged[1], merged[0].size
+
+        def _keep_below(self, threshold: Any) -> None:
+            kept = self.keys < threshold
+            self._keys, self._lines = self.keys[kept], self.lines[kept]
+            self._n = self._keys.size
+
+    finder, oracle = DuplicateFinder(keep=10**6, capacity=700), ByInsert(keep=10**6, capacity=700)
+    _feed(finder, keys)
+    _feed(oracle, keys)
+    assert finder.sampled_fraction < 0.25  # halved at least twice
+    assert (finder.found, finder.first, finder.threshold) == (oracle.found, oracle.first, oracle.threshold)
+    assert finder.found > 100
+    assert finder.keys.tolist() == oracle.keys.tolist() and finder.lines.tolist() == oracle.lines.tolist()
