@@ -9,11 +9,12 @@ tiktoken for the chunks it lacks) and sends the counts back, while the parent go
 are the same by construction: the same code, on the same strings, in a copy of the same process.
 
 **When** (`wanted`): `validate` forks one before it loads anything of the encoding, for a source known to be
-larger than one batch (`bytes`, or a regular file), and only where it is safe and pays (`fork_allowed`):
-`os.fork` exists, at least 2 CPUs are usable (on one core the child would only take turns with the parent),
-and no other Python thread is running. Forking a process with other threads (the Functions host's worker
-has gRPC threads) can leave the child holding locks that belong to threads it does not have. Otherwise
-`TokenPipeline` uses worker threads, as before. The child counts the role names first (the parent never
+larger than one batch (`bytes`, or a regular file), and only where it is safe and pays (`fork_allowed`): on
+Linux (`os.fork` exists, and unlike macOS's its system libraries are fork-safe), with at least 2 usable CPUs
+(on one core the child would only take turns with the parent), and no other Python thread running.
+Forking a process with other threads (the Functions host's worker has gRPC threads) can leave the child
+holding locks that belong to threads it does not have. Otherwise `TokenPipeline` uses worker threads, as
+before. The child counts the role names first (the parent never
 loads the encoding's ranks), and serves the training file and then the validation file.
 
 **Protocol.** There are two pipes. Each frame is an 8-byte little-endian length and then the payload. From
@@ -43,6 +44,7 @@ import resource
 import select
 import signal
 import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -63,8 +65,10 @@ PIPE_BYTES = 1 << 20  # Linux's default most an unprivileged process may ask for
 
 
 def fork_allowed(cpus: int) -> bool:
-    """Whether a counting process may be forked now: it can be, it gains a core, and it is safe."""
-    return hasattr(os, "fork") and cpus >= 2 and threading.active_count() == 1
+    """Whether a counting process may be forked now: it can be, it gains a core, and it is safe. Linux only:
+    on macOS system libraries are not fork-safe (Python's multiprocessing stopped forking there by default in
+    3.8), and Windows has no fork."""
+    return hasattr(os, "fork") and sys.platform.startswith("linux") and cpus >= 2 and threading.active_count() == 1
 
 
 def wanted(choice: bool | None, size: int | None, batch_bytes: int, cpus: int) -> bool:

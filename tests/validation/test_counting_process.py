@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -173,6 +174,9 @@ def test_the_process_is_forked_only_where_it_is_safe_and_pays(monkeypatch: pytes
     monkeypatch.setattr(threading, "active_count", lambda: 3)
     assert not fork_allowed(8)  # another thread might hold a lock the child would inherit held
     monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not fork_allowed(8)  # macOS: system libraries are not fork-safe
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delattr(os, "fork")
     assert not fork_allowed(8)
 
