@@ -30,9 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from devstack import REPO, Stack
+from devstack import REPO, Stack, deliver_deploy_messages
 from shared.advance import tick
-from shared.deploy import DeployRetry, handle_deploy_message
 from shared.ingest import handle_new_blob
 from shared.runs import RunState
 from shared.services import Services
@@ -51,20 +50,6 @@ def _drop_file(i: int, n: int = 24) -> bytes:
             {"role": "assistant", "content": f"Ticket {k} of run {i} is open and assigned."},
         ]}))
     return ("\n".join(lines) + "\n").encode()
-
-
-def _deliver(services: Services) -> int:
-    queue = services.queue(services.settings.deploy_queue)
-    handled = 0
-    for msg in queue.receive_messages(visibility_timeout=30, max_messages=32):
-        try:
-            handle_deploy_message(services, msg.content, msg.dequeue_count or 1)
-        except DeployRetry:
-            queue.update_message(msg, visibility_timeout=0)
-            continue
-        queue.delete_message(msg)
-        handled += 1
-    return handled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             before = log.read_text().count("\n")
             training = sum(1 for r in services.store.active_runs() if r.state == RunState.TRAINING.value)
             report = tick(services)
-            _deliver(services)
+            deliver_deploy_messages(services)
             lines = log.read_text().splitlines()[before:]
             gets = sum(1 for line in lines if _JOB_GET.search(line))
             ticks.append({"seconds": report.seconds, "runs": report.runs, "gets": gets, "training": training})

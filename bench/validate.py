@@ -224,17 +224,20 @@ def peak_memory(argv: Sequence[str], every: float = 0.02) -> dict[str, float]:
     """Run `argv`; sample the PSS of it and its children (the counting process) every `every` seconds: the
     largest sum seen, each one's largest, the largest RSS of one process (what /usr/bin/time prints), and the
     examples of the report it printed. Sampling is for this benchmark only: no test waits on a clock."""
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=_env())
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=_env())
         both = own = child = 0
         while True:
-            pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             a, b = _pss_kb(proc.pid), sum(_pss_kb(c) for c in _children(proc.pid))
             both, own, child = max(both, a + b), max(own, a), max(child, b)
             time.sleep(every)
-        proc.returncode = 0  # reaped above
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped above, so Popen must not wait
+        if proc.returncode not in (0, 1):  # as `timed`: 1 is an invalid file, anything else a failure
+            err.seek(0)
+            raise RuntimeError(f"{argv} failed ({proc.returncode}): {err.read()[-2000:].decode(errors='replace')}")
         out.seek(0)
         report = json.loads(out.read())
     return {

@@ -19,11 +19,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devhost.azurite import Azurite, free_port
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken"
@@ -84,6 +87,25 @@ def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout)
+
+
+def deliver_deploy_messages(services: Services, *, max_messages: int = 32) -> int:
+    """Deliver what is on the deploy queue in this process, as the host would (a `DeployRetry` makes the message
+    visible again at once, a handled one is deleted), for tests and benchmarks that drive the real handlers
+    without a devhost; returns the messages handled."""
+    from shared.deploy import DeployRetry, handle_deploy_message
+
+    queue = services.queue(services.settings.deploy_queue)
+    handled = 0
+    for msg in queue.receive_messages(visibility_timeout=30, max_messages=max_messages):
+        try:
+            handle_deploy_message(services, msg.content, msg.dequeue_count or 1)
+        except DeployRetry:
+            queue.update_message(msg, visibility_timeout=0)
+            continue
+        queue.delete_message(msg)
+        handled += 1
+    return handled
 
 
 class Stack:

@@ -164,10 +164,8 @@ class CountingProcess:
     def close(self) -> resource.struct_rusage | None:
         """End the child (at once if it still owes batches) and reap it; its resource usage, if it was reaped."""
         for fd in (self._requests, self._answers):
-            try:
+            with contextlib.suppress(OSError):  # closed already (close runs twice: validate's and its caller's)
                 os.close(fd)
-            except OSError:
-                pass
         self._requests = self._answers = -1
         self._unsent.clear()
         if self.pid <= 0:
@@ -223,20 +221,16 @@ class CountingProcess:
                 self._kill()
 
     def _kill(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # gone already
             os.kill(self.pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def _widen(fd: int) -> None:
     """A pipe of `PIPE_BYTES` where Linux allows it (fewer, shorter stalls); the default 64 KB elsewhere."""
     set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
     if set_size is not None:
-        try:
+        with contextlib.suppress(OSError):  # refused: the default size
             fcntl.fcntl(fd, set_size, PIPE_BYTES)
-        except OSError:
-            pass
 
 
 def _serve(tokenizer: Tokenizer, requests_fd: int, answers_fd: int) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
+import orjson
 
 # (kind, pattern); group 1, when present, is the secret itself.
 _SECRETS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
@@ -219,21 +220,18 @@ class CleanPrefixes:
     def learn(self, data: bytes, first_content: str) -> None:
         """Keep the prefix of `data` that ends after its first message, if that message's content is
         `first_content` and the prefix passes the checks above."""
-        import orjson
-
         needle = orjson.dumps(first_content)
         at = data.find(needle)
         after = self._AFTER.match(data, at + len(needle)) if at > 0 else None
         prefix = data[: after.end()] if after is not None else b""
-        brace = prefix.rfind(b"}")
-        try:
-            parsed = orjson.loads(prefix[: brace + 1] + b"]}") if prefix else None
+        try:  # the prefix up to its last brace, closed: {"messages": [ that one message ]}
+            parsed = orjson.loads(prefix[: prefix.rfind(b"}") + 1] + b"]}") if prefix else None
         except orjson.JSONDecodeError:
             parsed = None
-        message = parsed["messages"][0] if isinstance(parsed, dict) and len(parsed) == 1 else None
+        messages = parsed.get("messages") if type(parsed) is dict and len(parsed) == 1 else None
+        message = messages[0] if type(messages) is list and len(messages) == 1 else None
         if (
             type(message) is not dict
-            or len(parsed["messages"]) != 1  # type: ignore[index]
             or message.get("content") != first_content
             or len(prefix) <= self.KEY
             or scan(prefix, secrets=self.secrets, pii=self.pii)

@@ -87,7 +87,6 @@ class Tokenizer:
             counts = self.count_many(todo)
         self._role_cache.update(zip(todo, counts.tolist(), strict=True))
 
-
     def role_tokens(self, role: str) -> int:
         n = self._role_cache.get(role)
         if n is None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from devstack import deliver_deploy_messages
 from shared.advance import tick
-from shared.deploy import DeployRetry, handle_deploy_message
 from shared.ingest import handle_new_blob
 from shared.runs import RunRecord
 from shared.services import Services
@@ -70,17 +70,7 @@ class Driver:
 
     def deliver_deploy_messages(self) -> int:
         """Deliver what is on the deploy queue, with the host's retry count; returns messages handled."""
-        queue = self.services.queue(self.services.settings.deploy_queue)
-        handled = 0
-        for msg in queue.receive_messages(visibility_timeout=30, max_messages=16):
-            try:
-                handle_deploy_message(self.services, msg.content, msg.dequeue_count or 1)
-            except DeployRetry:
-                queue.update_message(msg, visibility_timeout=0)
-                continue
-            queue.delete_message(msg)
-            handled += 1
-        return handled
+        return deliver_deploy_messages(self.services, max_messages=16)
 
     def run(
         self,
